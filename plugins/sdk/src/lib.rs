@@ -1,0 +1,140 @@
+//! The guest side of the ikkyu plugin contract, for plugins written in Rust.
+//!
+//! A plugin implements [`Plugin`] and calls [`export_plugin!`] once. The
+//! bindings to `wit/plugin.wit` are generated here, once, so plugin crates
+//! never run `wit-bindgen` themselves and all of them agree on one version
+//! of the contract. This crate holds only what every plugin needs: typed
+//! argument access, JSON in kv, a builder for command declarations and a few
+//! formatting helpers. It must not grow plugin-specific logic.
+#![deny(missing_docs)]
+
+mod args;
+mod spec;
+
+pub mod kv;
+
+/// Generated bindings to the `ikkyu:plugin` world. Plugins normally use the
+/// re-exports at the crate root instead.
+#[allow(missing_docs, unsafe_code)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        export_macro_name: "__export_guest",
+        default_bindings_module: "ikkyu_plugin_sdk::bindings",
+    });
+}
+
+pub use args::Args;
+pub use bindings::ikkyu::plugin::types::{
+    ArgKind, CommandError, CommandSpec, Invocation, PluginInfo, Value,
+};
+pub use bindings::ikkyu::plugin::{chat, config, directory, events};
+pub use spec::{Command, Info};
+
+use bindings::exports::ikkyu::plugin::guest::Guest;
+use bindings::ikkyu::plugin::types::Arg;
+
+/// What a plugin implements. Every method is an associated function: the
+/// host instantiates a fresh plugin for every call, so there is no state to
+/// keep between calls except what is written to [`kv`].
+pub trait Plugin {
+    /// Declares the plugin's name, version, commands and subscriptions.
+    fn describe() -> PluginInfo;
+
+    /// Runs one declared command with host-validated arguments and returns
+    /// the Markdown reply.
+    fn handle_command(
+        invocation: Invocation,
+        command: &str,
+        args: Args,
+    ) -> Result<String, CommandError>;
+
+    /// Reacts to an event the plugin subscribed to. The default ignores it.
+    fn handle_event(_topic: &str, _payload: serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Runs a due schedule. The default ignores it.
+    fn handle_schedule(_id: &str, _payload: serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Adapts any [`Plugin`] to the generated `Guest` trait; used by
+/// [`export_plugin!`], not by plugin authors.
+#[doc(hidden)]
+pub struct Exported<P>(std::marker::PhantomData<P>);
+
+impl<P: Plugin> Guest for Exported<P> {
+    fn describe() -> PluginInfo {
+        P::describe()
+    }
+
+    fn handle_command(
+        invocation: Invocation,
+        command: String,
+        args: Vec<Arg>,
+    ) -> Result<String, CommandError> {
+        P::handle_command(invocation, &command, Args::new(args))
+    }
+
+    fn handle_event(topic: String, payload_json: String) -> Result<(), String> {
+        let payload = serde_json::from_str(&payload_json)
+            .map_err(|e| format!("event {topic:?} has a payload that is not JSON: {e}"))?;
+        P::handle_event(&topic, payload)
+    }
+
+    fn handle_schedule(id: String, payload_json: String) -> Result<(), String> {
+        let payload = serde_json::from_str(&payload_json)
+            .map_err(|e| format!("schedule {id:?} has a payload that is not JSON: {e}"))?;
+        P::handle_schedule(&id, payload)
+    }
+}
+
+/// Exports a type implementing [`Plugin`] as the component's `guest`.
+///
+/// ```ignore
+/// struct Points;
+/// impl ikkyu_plugin_sdk::Plugin for Points { /* ... */ }
+/// ikkyu_plugin_sdk::export_plugin!(Points);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        // Exported only for wasm: a native build (for the plugin's unit
+        // tests) has no host to export to, and the linker rejects the
+        // component-model symbol names.
+        #[cfg(target_arch = "wasm32")]
+        type __IkkyuExported = $crate::Exported<$plugin>;
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::__export_guest!(__IkkyuExported with_types_in $crate::bindings);
+    };
+}
+
+/// Writes a line to the host's log, tagged with the plugin's name.
+pub fn log_info(message: &str) {
+    bindings::ikkyu::plugin::log::write(bindings::ikkyu::plugin::log::Level::Info, message);
+}
+
+/// Writes a warning to the host's log.
+pub fn log_warn(message: &str) {
+    bindings::ikkyu::plugin::log::write(bindings::ikkyu::plugin::log::Level::Warn, message);
+}
+
+/// The plugin's section of the operator's config, deserialized. An absent
+/// section deserializes from `{}`, so give every field a default.
+pub fn plugin_config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
+    serde_json::from_str(&config::get()).map_err(|e| format!("the plugin's config is invalid: {e}"))
+}
+
+/// A failed command whose text is shown to the caller as it is.
+pub fn failed(message: impl Into<String>) -> CommandError {
+    CommandError::Failed(message.into())
+}
+
+/// Wrong arguments; the host adds the command's usage line.
+pub fn usage(message: impl Into<String>) -> CommandError {
+    CommandError::Usage(message.into())
+}
