@@ -44,8 +44,15 @@ pub struct Change {
 impl Change {
     /// One line for `!points log`.
     pub fn describe(&self) -> String {
-        let when = if self.at_ms > 0 { format_day(self.at_ms) } else { String::new() };
-        format!("{when}{} {:+} — {} ({})", self.user, self.delta, self.reason, self.source)
+        let when = if self.at_ms > 0 {
+            format_day(self.at_ms)
+        } else {
+            String::new()
+        };
+        format!(
+            "{when}{} {:+} — {} ({})",
+            self.user, self.delta, self.reason, self.source
+        )
     }
 }
 
@@ -68,20 +75,34 @@ fn format_day(ms: i64) -> String {
 /// The change an event causes, if any: the topic must have an award, the
 /// payload must name the person (`initiator`), and a cancellation costs
 /// points only once the work was approved.
-pub fn change_for_event(awards: &Awards, topic: &str, payload: &serde_json::Value) -> Option<Change> {
+pub fn change_for_event(
+    awards: &Awards,
+    topic: &str,
+    payload: &serde_json::Value,
+) -> Option<Change> {
     let delta = *awards.get(topic)?;
     let user = payload.get("initiator")?.as_str()?.to_owned();
-    if topic.ends_with(".cancelled") && payload.get("approved").and_then(|v| v.as_bool()) == Some(false) {
+    if topic.ends_with(".cancelled")
+        && payload.get("approved").and_then(|v| v.as_bool()) == Some(false)
+    {
         return None;
     }
-    let what = ["ticket", "service", "id"]
-        .iter()
-        .find_map(|k| payload.get(*k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)));
+    let what = ["ticket", "service", "id"].iter().find_map(|k| {
+        payload
+            .get(*k)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+    });
     let reason = match what {
         Some(what) => format!("{topic} {what}"),
         None => topic.to_owned(),
     };
-    Some(Change { user, delta, reason, source: format!("event {topic}"), at_ms: 0 })
+    Some(Change {
+        user,
+        delta,
+        reason,
+        source: format!("event {topic}"),
+        at_ms: 0,
+    })
 }
 
 /// The 1-based rank of `user` (ties share a rank), or none if the user has
@@ -109,7 +130,12 @@ mod tests {
     use serde_json::json;
 
     fn table() -> Vec<(String, i64)> {
-        vec![("@a:x".into(), 5), ("@b:x".into(), 9), ("@c:x".into(), 5), ("@d:x".into(), -2)]
+        vec![
+            ("@a:x".into(), 5),
+            ("@b:x".into(), 9),
+            ("@c:x".into(), 5),
+            ("@d:x".into(), -2),
+        ]
     }
 
     #[test]
@@ -127,7 +153,11 @@ mod tests {
         let got = top(&table(), 3);
         assert_eq!(
             got,
-            vec![(1, "@b:x".into(), 9), (2, "@a:x".into(), 5), (2, "@c:x".into(), 5)]
+            vec![
+                (1, "@b:x".into(), 9),
+                (2, "@a:x".into(), 5),
+                (2, "@c:x".into(), 5)
+            ]
         );
     }
 
@@ -148,15 +178,27 @@ mod tests {
         let awards = default_awards();
         let before = json!({"initiator": "@bob:x", "approved": false});
         let after = json!({"initiator": "@bob:x", "approved": true});
-        assert_eq!(change_for_event(&awards, "release.cancelled", &before), None);
-        assert_eq!(change_for_event(&awards, "release.cancelled", &after).map(|c| c.delta), Some(-3));
+        assert_eq!(
+            change_for_event(&awards, "release.cancelled", &before),
+            None
+        );
+        assert_eq!(
+            change_for_event(&awards, "release.cancelled", &after).map(|c| c.delta),
+            Some(-3)
+        );
     }
 
     #[test]
     fn unknown_topics_and_anonymous_events_change_nothing() {
         let awards = default_awards();
-        assert_eq!(change_for_event(&awards, "release.started", &json!({"initiator": "@b:x"})), None);
-        assert_eq!(change_for_event(&awards, "release.finished", &json!({})), None);
+        assert_eq!(
+            change_for_event(&awards, "release.started", &json!({"initiator": "@b:x"})),
+            None
+        );
+        assert_eq!(
+            change_for_event(&awards, "release.finished", &json!({})),
+            None
+        );
     }
 
     #[test]

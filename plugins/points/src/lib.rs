@@ -16,7 +16,7 @@
 mod ledger;
 
 use ikkyu_plugin_sdk::{
-    Args, ArgKind, Command, CommandError, Info, Invocation, Plugin, PluginInfo, export_plugin,
+    ArgKind, Args, Command, CommandError, Info, Invocation, Plugin, PluginInfo, export_plugin,
     failed, kv, plugin_config, usage,
 };
 use ledger::{Awards, Change, rank_of, top};
@@ -31,23 +31,33 @@ impl Plugin for Points {
     fn describe() -> PluginInfo {
         Info::new("points", env!("CARGO_PKG_VERSION"))
             .command(
-                Command::new("points", "your points and rank, or another user's points")
-                    .optional("user", ArgKind::User, "whose points to show (default: you)"),
+                Command::new("points", "your points and rank, or another user's points").optional(
+                    "user",
+                    ArgKind::User,
+                    "whose points to show (default: you)",
+                ),
+            )
+            .command(Command::new("points top", "the leaderboard").optional(
+                "n",
+                ArgKind::Integer,
+                "how many places (default 10, at most 100)",
+            ))
+            .command(
+                Command::new(
+                    "points give",
+                    "add points to a user, or remove them with a negative n",
+                )
+                .arg("user", ArgKind::User, "who gets them")
+                .arg("n", ArgKind::Integer, "how many (negative removes)")
+                .arg("reason", ArgKind::Text, "why, for the log")
+                .role("admin"),
             )
             .command(
-                Command::new("points top", "the leaderboard")
-                    .optional("n", ArgKind::Integer, "how many places (default 10, at most 100)"),
-            )
-            .command(
-                Command::new("points give", "add points to a user, or remove them with a negative n")
-                    .arg("user", ArgKind::User, "who gets them")
-                    .arg("n", ArgKind::Integer, "how many (negative removes)")
-                    .arg("reason", ArgKind::Text, "why, for the log")
-                    .role("admin"),
-            )
-            .command(
-                Command::new("points log", "the last changes with reason and source")
-                    .optional("user", ArgKind::User, "only this user's changes"),
+                Command::new("points log", "the last changes with reason and source").optional(
+                    "user",
+                    ArgKind::User,
+                    "only this user's changes",
+                ),
             )
             .subscribe("release.*")
             .subscribe("deploy.*")
@@ -120,7 +130,8 @@ fn leaderboard(n: i64) -> Result<String, CommandError> {
 }
 
 fn give(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
-    let (Some(user), Some(n), Some(reason)) = (args.text("user"), args.integer("n"), args.text("reason"))
+    let (Some(user), Some(n), Some(reason)) =
+        (args.text("user"), args.integer("n"), args.text("reason"))
     else {
         return Err(usage("give needs a user, a number and a reason"));
     };

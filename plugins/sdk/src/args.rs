@@ -20,7 +20,10 @@ impl Args {
     }
 
     fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Value> {
-        self.items.iter().filter(move |a| a.name == name).map(|a| &a.value)
+        self.items
+            .iter()
+            .filter(move |a| a.name == name)
+            .map(|a| &a.value)
     }
 
     /// The text of a word, text, user, room or time argument.

@@ -12,9 +12,7 @@ use crate::bindings::ikkyu::plugin::kv as raw;
 
 /// The value under `key`, decoded from JSON.
 pub fn get<T: DeserializeOwned>(key: &str) -> Result<Option<T>, String> {
-    raw::get(key)
-        .map(|bytes| decode(key, &bytes))
-        .transpose()
+    raw::get(key).map(|bytes| decode(key, &bytes)).transpose()
 }
 
 /// Stores `value` under `key` as JSON.

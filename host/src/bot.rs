@@ -1,0 +1,325 @@
+//! The running bot: database, runtime, plugins and dispatcher put together,
+//! and the delivery of what commits left behind (outbox messages and event
+//! deliveries).
+//!
+//! Delivery happens only after a commit and is safe to repeat: a message
+//! is marked delivered once the adapter accepted it, an event delivery is
+//! marked done in the same transaction as its effects.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio::sync::Mutex;
+
+use crate::chat::{ChatSink, Incoming};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::dispatch::{CommandTable, Dispatcher, DispatcherParts, Handled, chat_text, detail_of};
+use crate::runtime::{LoadedPlugin, Runtime};
+use crate::store::{
+    AuditRecord, Commit, Db, Decision, DeliveryUpdate, NewEvent, Outcome, StoreError,
+};
+
+/// Events emitted by event handlers may cause further events; past this
+/// depth they are dropped, so two plugins cannot ping-pong forever.
+const MAX_EVENT_DEPTH: i64 = 8;
+/// A delivery that failed this many times is given up and left on record.
+const MAX_DELIVERY_ATTEMPTS: i64 = 5;
+/// Rows fetched per delivery pass.
+const BATCH: i64 = 100;
+
+/// Everything the bot is made of.
+pub struct Bot {
+    pub db: Db,
+    dispatcher: Dispatcher,
+    runtime: Arc<Runtime>,
+    table: Arc<CommandTable>,
+    sink: Arc<dyn ChatSink>,
+    clock: SharedClock,
+    /// Only one outbox flush at a time, so a message is not sent twice by
+    /// two concurrent flushes. Held only while delivering, never while a
+    /// guest runs.
+    flushing: Mutex<()>,
+}
+
+impl std::fmt::Debug for Bot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bot")
+            .field("db", &self.db.backend())
+            .finish()
+    }
+}
+
+impl Bot {
+    /// Opens the database (migrating it), loads the plugins and gets ready
+    /// to answer. Plugins that fail to load are reported and skipped.
+    pub async fn start(
+        config: &Config,
+        sink: Arc<dyn ChatSink>,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
+        let url = config.database_url()?;
+        let db = Db::open(&url)
+            .await
+            .with_context(|| format!("opening the database {}", redact(&url)))?;
+        let directory = Directory::new(db.clone(), config.roles.clone());
+        let runtime = Arc::new(Runtime::new(config, db.clone(), directory.clone())?);
+        let dir: PathBuf = config.plugins_dir();
+        let (loaded, failed) = runtime.load_dir(&dir, config).await?;
+        let load_errors: Vec<String> = failed.iter().map(|e| e.to_string()).collect();
+        for e in &load_errors {
+            tracing::error!("{e}");
+        }
+        for p in &loaded {
+            tracing::info!(plugin = %p.name, version = %p.info.version, "loaded {:?}", p.path);
+        }
+        let plugins: Vec<Arc<LoadedPlugin>> = loaded.into_iter().map(Arc::new).collect();
+        let table = Arc::new(CommandTable::new(Dispatcher::builtin_specs(), plugins));
+        let dispatcher = Dispatcher::new(DispatcherParts {
+            prefix: config.bot.prefix.clone(),
+            bot_user: config.bot.user_id.clone(),
+            table: table.clone(),
+            runtime: runtime.clone(),
+            db: db.clone(),
+            directory,
+            clock: clock.clone(),
+            known_roles: config.known_roles(),
+            load_errors,
+        });
+        Ok(Self {
+            db,
+            dispatcher,
+            runtime,
+            table,
+            sink,
+            clock,
+            flushing: Mutex::new(()),
+        })
+    }
+
+    /// Names and versions of the loaded plugins.
+    pub fn plugins(&self) -> Vec<(String, String)> {
+        self.table
+            .plugins()
+            .iter()
+            .map(|p| (p.name.to_string(), p.info.version.clone()))
+            .collect()
+    }
+
+    /// Handles a message and delivers everything that resulted from it.
+    pub async fn handle(&self, msg: &Incoming) -> anyhow::Result<Handled> {
+        let handled = self.dispatcher.handle(msg).await?;
+        if matches!(handled, Handled::Answered(_)) {
+            self.flush().await?;
+        }
+        Ok(handled)
+    }
+
+    /// Delivers pending messages and events until nothing is left that can
+    /// be delivered now; failures stay pending for the next flush.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        self.deliver_outbox().await?;
+        while self.deliver_events().await? {
+            self.deliver_outbox().await?;
+        }
+        self.deliver_outbox().await
+    }
+
+    async fn deliver_outbox(&self) -> anyhow::Result<()> {
+        let _guard = self.flushing.lock().await;
+        loop {
+            let pending = self.db.outbox_pending(BATCH).await?;
+            if pending.is_empty() {
+                return Ok(());
+            }
+            for p in &pending {
+                if let Err(e) = self.sink.deliver(&p.message).await {
+                    // Keep order: stop at the first failure and retry later.
+                    tracing::warn!(attempts = p.attempts + 1, "{e}");
+                    self.db.outbox_failed(p.id, &e.to_string()).await?;
+                    return Ok(());
+                }
+                self.db.outbox_delivered(p.id, self.clock.now_ms()).await?;
+            }
+        }
+    }
+
+    /// One pass over pending event deliveries; true if any succeeded.
+    async fn deliver_events(&self) -> anyhow::Result<bool> {
+        let mut progressed = false;
+        for d in self.db.deliveries_pending(BATCH).await? {
+            let started = Instant::now();
+            let Some(plugin) = self.table.plugin(&d.plugin).cloned() else {
+                let update = DeliveryUpdate::Failed {
+                    event_id: d.event_id,
+                    plugin: d.plugin.clone(),
+                    error: "the plugin is not loaded".into(),
+                    give_up: d.attempts + 1 >= MAX_DELIVERY_ATTEMPTS,
+                };
+                let audit = self.event_audit(
+                    &d,
+                    None,
+                    Outcome::Error,
+                    Some("plugin not loaded".into()),
+                    started,
+                );
+                self.commit_delivery(Commit {
+                    delivery: Some(update),
+                    ..Commit::only_audit(None, audit, vec![])
+                })
+                .await?;
+                continue;
+            };
+            for _ in 0..5 {
+                let out = self
+                    .runtime
+                    .event(&plugin, d.topic.clone(), d.payload.clone())
+                    .await;
+                let commit = match out.result {
+                    Ok(Ok(())) => {
+                        let state = out.state;
+                        let depth = d.depth + 1;
+                        let events = if depth > MAX_EVENT_DEPTH {
+                            if !state.events.is_empty() {
+                                tracing::warn!(plugin = %plugin.name, "dropping events past depth {MAX_EVENT_DEPTH}");
+                            }
+                            Vec::new()
+                        } else {
+                            state
+                                .events
+                                .into_iter()
+                                .map(|(topic, payload)| NewEvent {
+                                    subscribers: self.table.subscribers(&topic),
+                                    topic,
+                                    payload,
+                                    source_plugin: plugin.name.to_string(),
+                                    depth,
+                                })
+                                .collect()
+                        };
+                        Commit {
+                            processed: None,
+                            audit: self.event_audit(&d, Some(&plugin), Outcome::Ok, None, started),
+                            kv: Some(state.kv),
+                            messages: state.messages,
+                            events,
+                            roles: Vec::new(),
+                            delivery: Some(DeliveryUpdate::Done {
+                                event_id: d.event_id,
+                                plugin: d.plugin.clone(),
+                            }),
+                        }
+                    }
+                    Ok(Err(message)) => {
+                        self.failed_delivery(&d, &plugin, Outcome::Error, message, started)
+                    }
+                    Err(e) => {
+                        tracing::warn!(plugin = %plugin.name, topic = %d.topic, "event handler failed: {}", detail_of(&e));
+                        let kind = match e {
+                            crate::runtime::PluginError::Timeout(_) => Outcome::Timeout,
+                            _ => Outcome::Trap,
+                        };
+                        let error = format!("{}; {}", chat_text(&e), detail_of(&e));
+                        self.failed_delivery(&d, &plugin, kind, error, started)
+                    }
+                };
+                let ok = commit.kv.is_some();
+                match self.db.commit(&commit).await {
+                    Ok(()) => {
+                        progressed |= ok;
+                        break;
+                    }
+                    Err(StoreError::Conflict) => continue,
+                    Err(StoreError::Duplicate(_)) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(progressed)
+    }
+
+    fn failed_delivery(
+        &self,
+        d: &crate::store::PendingDelivery,
+        plugin: &Arc<LoadedPlugin>,
+        outcome: Outcome,
+        error: String,
+        started: Instant,
+    ) -> Commit {
+        let update = DeliveryUpdate::Failed {
+            event_id: d.event_id,
+            plugin: d.plugin.clone(),
+            error: error.clone(),
+            give_up: d.attempts + 1 >= MAX_DELIVERY_ATTEMPTS,
+        };
+        let audit = self.event_audit(d, Some(plugin), outcome, Some(error), started);
+        Commit {
+            delivery: Some(update),
+            ..Commit::only_audit(None, audit, vec![])
+        }
+    }
+
+    async fn commit_delivery(&self, commit: Commit) -> anyhow::Result<()> {
+        match self.db.commit(&commit).await {
+            Ok(()) | Err(StoreError::Duplicate(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn event_audit(
+        &self,
+        d: &crate::store::PendingDelivery,
+        plugin: Option<&Arc<LoadedPlugin>>,
+        outcome: Outcome,
+        detail: Option<String>,
+        started: Instant,
+    ) -> AuditRecord {
+        AuditRecord {
+            at_ms: self.clock.now_ms(),
+            kind: "event",
+            actor: format!("plugin:{}", d.source_plugin),
+            room: None,
+            command: d.topic.clone(),
+            plugin: Some(d.plugin.clone()),
+            plugin_version: plugin.map(|p| p.info.version.clone()),
+            decision: Decision::NotChecked,
+            outcome,
+            detail,
+            duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Closes the database; the bot is unusable afterwards.
+    pub async fn shutdown(&self) {
+        self.db.close().await;
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("sqlite:///x.db"), "sqlite:///x.db");
+    }
+}

@@ -1,0 +1,179 @@
+//! The `ikkyu` command line: parse arguments, load the config, run one
+//! subcommand. Everything here is glue; errors carry context for the
+//! operator and are printed with their whole chain by `main`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::bot::{Bot, redact};
+use crate::chat::console::{self, WriterSink};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::store::Db;
+use crate::transcript::{Setup, Transcript};
+
+/// ikkyu: a ChatOps bot whose commands are WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// The config file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "IKKYU_CONFIG",
+        default_value = "ikkyu.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Chat with the bot in this terminal (or through a pipe) as one user.
+    Console {
+        /// The user you type as; `/as @other:server` switches.
+        #[arg(long = "as", default_value = "@alice:local")]
+        user: String,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Replay chat transcripts (`*.chat`) through the host; exit 1 on failure.
+    Test {
+        /// Transcript files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Folder of `<name>.wasm` plugins (default: the config's plugins folder).
+        #[arg(long)]
+        plugins: Option<PathBuf>,
+        /// Database URL (default: a fresh SQLite file per transcript).
+        #[arg(long, env = "IKKYU_TEST_DATABASE_URL")]
+        database: Option<String>,
+    },
+    /// Show the last audited actions.
+    Audit {
+        /// How many.
+        #[arg(short, default_value_t = 20)]
+        n: i64,
+    },
+}
+
+/// Loads the config, or the defaults when the default file is absent.
+fn load_config(path: &Path, explicit: bool) -> anyhow::Result<Config> {
+    if !explicit && !path.exists() {
+        tracing::info!("no {path:?}; using the built-in defaults");
+        let base = std::env::current_dir().context("reading the current directory")?;
+        return Ok(Config::parse("", path, &base)?);
+    }
+    let path = std::path::absolute(path).with_context(|| format!("resolving {path:?}"))?;
+    Ok(Config::load(&path)?)
+}
+
+/// Runs the command line; the exit code tells scripts what happened.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let explicit = std::env::var_os("IKKYU_CONFIG").is_some()
+        || std::env::args().any(|a| a == "--config" || a == "-c" || a.starts_with("--config="));
+    let clock: SharedClock = Arc::new(SystemClock);
+    match cli.command {
+        Command::Console { user } => {
+            anyhow::ensure!(
+                crate::roles::is_user_id(&user),
+                "--as {user:?} is not a user id like @alice:local"
+            );
+            let config = load_config(&cli.config, explicit)?;
+            let sink = Arc::new(WriterSink::new(tokio::io::stdout()));
+            let bot = Bot::start(&config, sink, clock.clone()).await?;
+            let names: Vec<String> = bot
+                .plugins()
+                .iter()
+                .map(|(n, v)| format!("{n} {v}"))
+                .collect();
+            eprintln!(
+                "ikkyu console: you are {user}; plugins: {}. Type {}help, /as @user:server to switch, /quit to leave.",
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                },
+                config.bot.prefix
+            );
+            let input = tokio::io::BufReader::new(tokio::io::stdin());
+            let bot = &bot;
+            console::run(
+                input,
+                user,
+                || clock.now_ms(),
+                |msg| async move { bot.handle(&msg).await.map(|_| ()) },
+            )
+            .await?;
+            bot.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let config = load_config(&cli.config, explicit)?;
+            let url = config.database_url()?;
+            Db::open(&url)
+                .await
+                .with_context(|| format!("migrating {}", redact(&url)))?;
+            println!("database {} is up to date", redact(&url));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test {
+            files,
+            plugins,
+            database,
+        } => {
+            let plugins_dir = match plugins {
+                Some(dir) => dir,
+                None => load_config(&cli.config, explicit)?.plugins_dir(),
+            };
+            let plugins_dir = std::path::absolute(&plugins_dir)?;
+            let setup = Setup {
+                plugins_dir,
+                database_url: database,
+            };
+            let mut failed = 0;
+            for file in &files {
+                match async { Transcript::load(file)?.run(&setup).await }.await {
+                    Ok(steps) => println!("ok   {} ({steps} steps)", file.display()),
+                    Err(e) => {
+                        failed += 1;
+                        println!("FAIL {e}");
+                    }
+                }
+            }
+            println!("{} passed, {failed} failed", files.len() - failed);
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Audit { n } => {
+            let config = load_config(&cli.config, explicit)?;
+            let db = Db::open(&config.database_url()?).await?;
+            for e in db.audit_recent(n).await?.into_iter().rev() {
+                let when = chrono::DateTime::from_timestamp_millis(e.at_ms)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{when} {:<8} {:<20} {:<10} {:<8} {:<8} {:>7.1}ms {} {}",
+                    e.kind,
+                    e.actor,
+                    e.plugin.as_deref().unwrap_or("-"),
+                    e.decision,
+                    e.outcome,
+                    e.duration_us as f64 / 1000.0,
+                    e.room.as_deref().unwrap_or("-"),
+                    e.command
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

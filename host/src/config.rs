@@ -1,0 +1,356 @@
+//! The operator's `ikkyu.toml`: parsed once at start, validated completely,
+//! and reported with the key and the fix when it is wrong.
+//!
+//! Unknown keys are errors, never silently ignored. Relative paths are
+//! resolved against the config file's folder so the bot behaves the same
+//! whatever directory it is started from. This module does no I/O beyond
+//! reading the file and the secrets it names.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::roles::{self, RoleName};
+
+/// Why a config could not be used; each message names the key and what is
+/// allowed there.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path:?}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path:?} is not a valid ikkyu config: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Secret { key: String, message: String },
+}
+
+/// The whole config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub bot: BotConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// Per-plugin grants and settings, keyed by the plugin's name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Role name -> users who hold it from the config.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Folder the config file is in; relative paths are resolved from it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// How the bot recognises commands.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BotConfig {
+    /// Messages starting with this are commands.
+    pub prefix: String,
+    /// The bot's own user id; a message that mentions it is a command too.
+    pub user_id: String,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "!".into(),
+            user_id: "@ikkyu:local".into(),
+        }
+    }
+}
+
+/// Where state is kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (relative to the config file) or `postgres://...`.
+    pub url: Secret,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::Plain("sqlite://ikkyu.db".into()),
+        }
+    }
+}
+
+/// Limits and places for plugins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Folder scanned for `*.wasm` plugins.
+    pub plugins_dir: PathBuf,
+    /// Wall-clock limit of one plugin call, e.g. `"5s"`.
+    #[serde(with = "humantime_serde_compat")]
+    pub call_timeout: Duration,
+    /// Linear memory one plugin instance may grow to, in MiB.
+    pub memory_limit_mb: u64,
+    /// Plugin calls running at once, across all plugins.
+    pub max_concurrent_calls: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            plugins_dir: PathBuf::from("plugins"),
+            call_timeout: Duration::from_secs(5),
+            memory_limit_mb: 64,
+            max_concurrent_calls: 64,
+        }
+    }
+}
+
+/// What the operator grants one plugin.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Host interfaces the plugin may import: `chat`, `kv`, `events`,
+    /// `directory`, `config`, `log`.
+    #[serde(default)]
+    pub grants: BTreeSet<String>,
+    /// Rooms the plugin may post in besides the room of the command.
+    #[serde(default)]
+    pub rooms: BTreeSet<String>,
+    /// Free-form settings handed to the plugin as JSON.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+}
+
+/// The host interfaces a plugin can be granted.
+pub const GRANTABLE: &[&str] = &["chat", "kv", "events", "directory", "config", "log"];
+
+/// A value that may be written in the file or read from the environment or
+/// a file, so secrets need not be committed with the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Secret {
+    /// `key = "value"`
+    Plain(String),
+    /// `key = { env = "NAME" }`
+    Env { env: String },
+    /// `key = { file = "/run/secrets/name" }`
+    File { file: PathBuf },
+}
+
+impl Secret {
+    /// The secret's value; `key` is only for the error message.
+    pub fn resolve(&self, key: &str) -> Result<String, ConfigError> {
+        match self {
+            Secret::Plain(v) => Ok(v.clone()),
+            Secret::Env { env } => std::env::var(env).map_err(|_| ConfigError::Secret {
+                key: key.into(),
+                message: format!("environment variable {env:?} is not set"),
+            }),
+            Secret::File { file } => std::fs::read_to_string(file)
+                .map(|s| s.trim_end().to_owned())
+                .map_err(|e| ConfigError::Secret {
+                    key: key.into(),
+                    message: format!("cannot read secret file {file:?}: {e}"),
+                }),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, path, &base)
+    }
+
+    /// Parses config text; `path` names it in errors and `base_dir` anchors
+    /// relative paths.
+    pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        config.base_dir = base_dir.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The plugins folder, resolved against the config's folder.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.base_dir.join(&self.runtime.plugins_dir)
+    }
+
+    /// The database URL with a relative SQLite path resolved.
+    pub fn database_url(&self) -> Result<String, ConfigError> {
+        let url = self.database.url.resolve("database.url")?;
+        Ok(match url.strip_prefix("sqlite://") {
+            Some(path) if !path.starts_with('/') && !path.starts_with(':') => {
+                format!("sqlite://{}", self.base_dir.join(path).display())
+            }
+            _ => url,
+        })
+    }
+
+    /// Every role the operator defined, plus the built-in ones.
+    pub fn known_roles(&self) -> BTreeSet<String> {
+        let mut all: BTreeSet<String> = roles::BUILT_IN.iter().map(|r| (*r).to_owned()).collect();
+        all.extend(self.roles.keys().cloned());
+        all
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| Err(ConfigError::Invalid { key, message });
+        if self.bot.prefix.is_empty() || self.bot.prefix.chars().any(char::is_whitespace) {
+            return invalid(
+                "bot.prefix".into(),
+                "must be non-empty without spaces, e.g. \"!\"".into(),
+            );
+        }
+        if !roles::is_user_id(&self.bot.user_id) {
+            return invalid(
+                "bot.user_id".into(),
+                format!(
+                    "{:?} is not a Matrix user id like \"@ikkyu:example.org\"",
+                    self.bot.user_id
+                ),
+            );
+        }
+        if let Secret::Plain(url) = &self.database.url
+            && !(url.starts_with("sqlite://")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            return invalid(
+                "database.url".into(),
+                format!("{url:?} must start with sqlite:// or postgres://"),
+            );
+        }
+        if self.runtime.call_timeout.is_zero() {
+            return invalid(
+                "runtime.call_timeout".into(),
+                "must be more than 0, e.g. \"5s\"".into(),
+            );
+        }
+        if !(1..=4096).contains(&self.runtime.memory_limit_mb) {
+            return invalid(
+                "runtime.memory_limit_mb".into(),
+                format!("{} is outside 1..=4096", self.runtime.memory_limit_mb),
+            );
+        }
+        if self.runtime.max_concurrent_calls == 0 {
+            return invalid(
+                "runtime.max_concurrent_calls".into(),
+                "must be at least 1".into(),
+            );
+        }
+        for (name, plugin) in &self.plugins {
+            for grant in &plugin.grants {
+                if !GRANTABLE.contains(&grant.as_str()) {
+                    return invalid(
+                        format!("plugins.{name}.grants"),
+                        format!(
+                            "{grant:?} is not a host interface; allowed: {}",
+                            GRANTABLE.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        for (role, users) in &self.roles {
+            if RoleName::parse(role).is_err() {
+                return invalid(
+                    format!("roles.{role}"),
+                    "role names are lowercase letters, digits and dashes".into(),
+                );
+            }
+            if let Some(bad) = users.iter().find(|u| !roles::is_user_id(u)) {
+                return invalid(
+                    format!("roles.{role}"),
+                    format!("{bad:?} is not a Matrix user id like \"@alice:example.org\""),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Durations written the human way (`"5s"`, `"250ms"`).
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"5s\": {e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("ikkyu.toml"), Path::new("/etc/ikkyu"))
+    }
+
+    #[test]
+    fn empty_config_uses_defaults() {
+        let c = parse("").expect("valid");
+        assert_eq!(c.bot.prefix, "!");
+        assert_eq!(
+            c.database_url().expect("url"),
+            "sqlite:///etc/ikkyu/ikkyu.db"
+        );
+        assert_eq!(c.runtime.call_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[runtime]\ncall_timout = \"5s\"\n").expect_err("typo");
+        let text = err.to_string();
+        assert!(text.contains("call_timout"), "{text}");
+        assert!(
+            text.contains("call_timeout"),
+            "should list the expected keys: {text}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_fix() {
+        let cases = [
+            ("[runtime]\ncall_timeout = \"soon\"", "not a duration"),
+            (
+                "[plugins.points]\ngrants = [\"net\"]",
+                "plugins.points.grants",
+            ),
+            ("[roles]\nadmin = [\"root\"]", "roles.admin"),
+            ("[database]\nurl = \"mysql://x\"", "database.url"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(expected), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let c = parse("[database]\nurl = { env = \"IKKYU_TEST_UNSET_VARIABLE\" }").expect("valid");
+        let err = c.database_url().expect_err("unset").to_string();
+        assert!(err.contains("IKKYU_TEST_UNSET_VARIABLE"), "{err}");
+    }
+}

@@ -1,0 +1,313 @@
+//! Commands the host answers itself: help, plugins and roles. They are
+//! declared like plugin commands, so parsing, role checks, audit and the
+//! transaction are the same for both.
+
+use std::collections::BTreeMap;
+
+use super::Dispatcher;
+use super::args::{kind_name, usage};
+use super::table::Owner;
+use crate::roles::{Held, RoleName};
+use crate::runtime::bindings::{Arg, ArgKind, ArgSpec, CommandSpec, Value};
+use crate::store::RoleChange;
+
+/// What a built-in decided; committed like a plugin's effects.
+#[derive(Debug, Default)]
+pub struct BuiltinOutput {
+    pub reply: String,
+    pub roles: Vec<RoleChange>,
+}
+
+fn arg(name: &str, kind: ArgKind, optional: bool, summary: &str) -> ArgSpec {
+    ArgSpec {
+        name: name.into(),
+        kind,
+        optional,
+        repeated: false,
+        summary: summary.into(),
+    }
+}
+
+fn command(name: &str, summary: &str, args: Vec<ArgSpec>, role: Option<&str>) -> CommandSpec {
+    CommandSpec {
+        name: name.into(),
+        aliases: vec![],
+        summary: summary.into(),
+        args,
+        options: vec![],
+        role: role.map(str::to_owned),
+    }
+}
+
+/// The built-in declarations.
+pub fn specs() -> Vec<CommandSpec> {
+    vec![
+        command(
+            "help",
+            "the commands you may run, or the details of one",
+            vec![arg(
+                "command",
+                ArgKind::Text,
+                true,
+                "a command name, e.g. points give",
+            )],
+            None,
+        ),
+        command(
+            "plugins",
+            "loaded plugins with their versions and state",
+            vec![],
+            None,
+        ),
+        command(
+            "role grant",
+            "give a user a role",
+            vec![
+                arg("user", ArgKind::User, false, "who"),
+                arg("role", ArgKind::Word, false, "which role"),
+            ],
+            Some("admin"),
+        ),
+        command(
+            "role revoke",
+            "take a role granted in chat away from a user",
+            vec![
+                arg("user", ArgKind::User, false, "who"),
+                arg("role", ArgKind::Word, false, "which role"),
+            ],
+            Some("admin"),
+        ),
+        command(
+            "roles",
+            "the roles of a user, or of everyone",
+            vec![arg(
+                "user",
+                ArgKind::User,
+                true,
+                "whose roles (default: everyone's)",
+            )],
+            None,
+        ),
+    ]
+}
+
+fn text<'a>(args: &'a [Arg], name: &str) -> Option<&'a str> {
+    args.iter()
+        .find(|a| a.name == name)
+        .and_then(|a| match &a.value {
+            Value::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+}
+
+impl Dispatcher {
+    /// Runs built-in `name`; `Err` is a user mistake to reply with.
+    pub(super) async fn builtin(
+        &self,
+        name: &str,
+        sender: &str,
+        held: &Held,
+        args: &[Arg],
+    ) -> anyhow::Result<Result<BuiltinOutput, String>> {
+        let reply = |reply: String| {
+            Ok(Ok(BuiltinOutput {
+                reply,
+                roles: vec![],
+            }))
+        };
+        match name {
+            "help" => reply(match text(args, "command") {
+                None => self.help_list(held),
+                Some(cmd) => match self.help_one(cmd) {
+                    Some(text) => text,
+                    None => {
+                        return Ok(Err(format!(
+                            "there is no command `{}{cmd}`; `{}help` lists them",
+                            self.prefix, self.prefix
+                        )));
+                    }
+                },
+            }),
+            "plugins" => reply(self.plugins_text()),
+            "role grant" | "role revoke" => {
+                let (Some(user), Some(role)) = (text(args, "user"), text(args, "role")) else {
+                    return Ok(Err("a user and a role are needed".into()));
+                };
+                self.role_change(name == "role grant", user, role, sender)
+                    .await
+            }
+            "roles" => reply(self.roles_text(text(args, "user")).await?),
+            other => Ok(Err(format!("built-in {other:?} is not implemented"))),
+        }
+    }
+
+    fn help_list(&self, held: &Held) -> String {
+        let mut groups: BTreeMap<(bool, String), Vec<String>> = BTreeMap::new();
+        for e in self
+            .table
+            .commands()
+            .filter(|e| held.satisfies(e.spec.role.as_deref()))
+        {
+            let owner = e.owner.name().to_owned();
+            let key = (!matches!(e.owner, Owner::Builtin), owner);
+            groups.entry(key).or_default().push(format!(
+                "`{}` — {}",
+                usage(&self.prefix, &e.spec),
+                e.spec.summary
+            ));
+        }
+        let mut out = String::from("**Commands you can run**");
+        for ((_, owner), lines) in groups {
+            out.push_str(&format!("\n\n**{owner}**\n{}", lines.join("\n")));
+        }
+        out.push_str(&format!(
+            "\n\n`{}help <command>` shows the details of one.",
+            self.prefix
+        ));
+        out
+    }
+
+    fn help_one(&self, cmd: &str) -> Option<String> {
+        let words: Vec<String> = cmd
+            .trim_start_matches(&self.prefix)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let (entry, used) = self.table.lookup(&words)?;
+        if used != words.len() {
+            return None;
+        }
+        let spec = &entry.spec;
+        let mut out = format!(
+            "`{}` — {}\nfrom: {}",
+            usage(&self.prefix, spec),
+            spec.summary,
+            entry.owner.name()
+        );
+        out.push_str(&format!(
+            "\nrole: {}",
+            spec.role.as_deref().unwrap_or("anyone")
+        ));
+        if !spec.aliases.is_empty() {
+            let aliases: Vec<String> = spec
+                .aliases
+                .iter()
+                .map(|a| format!("`{}{a}`", self.prefix))
+                .collect();
+            out.push_str(&format!("\naliases: {}", aliases.join(", ")));
+        }
+        for a in &spec.args {
+            let opt = if a.optional { ", optional" } else { "" };
+            out.push_str(&format!(
+                "\n- `{}` ({}{opt}): {}",
+                a.name,
+                kind_name(a.kind),
+                a.summary
+            ));
+        }
+        for f in &spec.options {
+            let kind = f.kind.map_or("switch", kind_name);
+            out.push_str(&format!("\n- `--{}` ({kind}): {}", f.name, f.summary));
+        }
+        Some(out)
+    }
+
+    fn plugins_text(&self) -> String {
+        let mut lines: Vec<String> = self
+            .table
+            .plugins()
+            .iter()
+            .map(|p| {
+                format!(
+                    "- {} {} — ok ({} commands)",
+                    p.name,
+                    p.info.version,
+                    p.info.commands.len()
+                )
+            })
+            .collect();
+        lines.extend(
+            self.load_errors
+                .iter()
+                .map(|e| format!("- failed to load: {e}")),
+        );
+        if lines.is_empty() {
+            return "no plugins are loaded".into();
+        }
+        format!("**Plugins**\n{}", lines.join("\n"))
+    }
+
+    async fn role_change(
+        &self,
+        grant: bool,
+        user: &str,
+        role: &str,
+        sender: &str,
+    ) -> anyhow::Result<Result<BuiltinOutput, String>> {
+        let known = &self.known_roles;
+        let role = match RoleName::parse(role) {
+            Ok(r) if known.contains(r.as_str()) => r,
+            Ok(r) => {
+                let list: Vec<&str> = known.iter().map(String::as_str).collect();
+                return Ok(Err(format!(
+                    "{r} is not a role here; known roles: {} (define more under [roles] in the config)",
+                    list.join(", ")
+                )));
+            }
+            Err(e) => return Ok(Err(e)),
+        };
+        let role = role.to_string();
+        let held = self.directory.held(user).await?;
+        let from_config = self.directory.config_roles_of(user).contains(&role);
+        let (change, reply) = match (grant, held.0.contains(&role)) {
+            (true, true) => return Ok(Err(format!("{user} already has the role {role}"))),
+            (false, false) => return Ok(Err(format!("{user} does not have the role {role}"))),
+            (false, true) if from_config => {
+                return Ok(Err(format!(
+                    "{user} has {role} from the config file; remove them from [roles] {role} there"
+                )));
+            }
+            (true, false) => (
+                RoleChange::Grant {
+                    user: user.into(),
+                    role: role.clone(),
+                    by: sender.into(),
+                },
+                format!("{user} now has the role {role}"),
+            ),
+            (false, true) => (
+                RoleChange::Revoke {
+                    user: user.into(),
+                    role: role.clone(),
+                },
+                format!("{user} no longer has the role {role}"),
+            ),
+        };
+        Ok(Ok(BuiltinOutput {
+            reply,
+            roles: vec![change],
+        }))
+    }
+
+    async fn roles_text(&self, user: Option<&str>) -> anyhow::Result<String> {
+        let everyone = self.directory.everyone().await?;
+        let mut by_user: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (u, role, source) in &everyone {
+            if user.is_none_or(|wanted| wanted == u) {
+                by_user
+                    .entry(u)
+                    .or_default()
+                    .push(format!("{role} ({source})"));
+            }
+        }
+        Ok(match (user, by_user.is_empty()) {
+            (Some(u), true) => format!("{u} has no roles"),
+            (None, true) => "nobody has a role yet".into(),
+            _ => by_user
+                .into_iter()
+                .map(|(u, roles)| format!("{u}: {}", roles.join(", ")))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        })
+    }
+}

@@ -1,0 +1,396 @@
+//! From a chat message to a committed answer: recognise, split, route,
+//! check the role, bind arguments, run, commit.
+//!
+//! The role check happens before any plugin code runs. Every path ends in
+//! exactly one commit that carries the processed-message marker and the
+//! audit record, so each message is answered once and is always on record.
+//! Nothing is delivered from here: replies go to the outbox.
+
+mod args;
+mod builtins;
+mod parse;
+mod table;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use args::usage;
+pub use table::{CommandTable, Owner};
+
+use crate::chat::Incoming;
+use crate::clock::SharedClock;
+use crate::directory::Directory;
+use crate::roles::Held;
+use crate::runtime::bindings::{Arg, CommandError, CommandSpec, Invocation};
+use crate::runtime::{CallState, LoadedPlugin, PluginError, Runtime};
+use crate::store::{
+    AuditRecord, Commit, Db, Decision, NewEvent, OutMessage, Outcome, StoreError, Target,
+};
+
+/// How many times a call whose reads went stale is re-run before giving up.
+const CONFLICT_RETRIES: usize = 5;
+
+/// What became of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Not addressed to the bot.
+    Ignored,
+    /// Already processed before; nothing was done.
+    Duplicate,
+    /// Answered and committed.
+    Answered(Outcome),
+}
+
+/// Routes commands; shared by every adapter.
+pub struct Dispatcher {
+    pub(crate) prefix: String,
+    bot_user: String,
+    pub(crate) table: Arc<CommandTable>,
+    runtime: Arc<Runtime>,
+    db: Db,
+    pub(crate) directory: Directory,
+    clock: SharedClock,
+    pub(crate) known_roles: BTreeSet<String>,
+    pub(crate) load_errors: Vec<String>,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// The parts a dispatcher is built from.
+#[derive(Debug)]
+pub struct DispatcherParts {
+    pub prefix: String,
+    pub bot_user: String,
+    pub table: Arc<CommandTable>,
+    pub runtime: Arc<Runtime>,
+    pub db: Db,
+    pub directory: Directory,
+    pub clock: SharedClock,
+    pub known_roles: BTreeSet<String>,
+    pub load_errors: Vec<String>,
+}
+
+/// The facts of one command, for its audit record and reply.
+struct Request<'a> {
+    msg: &'a Incoming,
+    line: String,
+    started: Instant,
+}
+
+impl Dispatcher {
+    /// A dispatcher over loaded plugins.
+    pub fn new(p: DispatcherParts) -> Self {
+        Self {
+            prefix: p.prefix,
+            bot_user: p.bot_user,
+            table: p.table,
+            runtime: p.runtime,
+            db: p.db,
+            directory: p.directory,
+            clock: p.clock,
+            known_roles: p.known_roles,
+            load_errors: p.load_errors,
+        }
+    }
+
+    /// The built-in command declarations.
+    pub fn builtin_specs() -> Vec<CommandSpec> {
+        builtins::specs()
+    }
+
+    /// Handles one message completely, up to and including the commit.
+    pub async fn handle(&self, msg: &Incoming) -> anyhow::Result<Handled> {
+        let Some(line) = parse::recognise(&msg.body, &self.prefix, &self.bot_user) else {
+            return Ok(Handled::Ignored);
+        };
+        if msg.sender == self.bot_user {
+            return Ok(Handled::Ignored);
+        }
+        if self.db.is_processed(&msg.id).await? {
+            return Ok(Handled::Duplicate);
+        }
+        let req = Request {
+            msg,
+            line: line.to_owned(),
+            started: Instant::now(),
+        };
+        let words = match parse::split(line) {
+            Ok(words) => words,
+            Err(e) => {
+                return self
+                    .refuse(&req, None, Decision::NotChecked, Outcome::Error, e)
+                    .await;
+            }
+        };
+        let Some((entry, used)) = self.table.lookup(&words) else {
+            let reply = self.unknown_reply(&words);
+            return self
+                .refuse(&req, None, Decision::NotChecked, Outcome::Unknown, reply)
+                .await;
+        };
+        let spec = entry.spec.clone();
+        let owner = entry.owner.clone();
+        let held = self.directory.held(&msg.sender).await?;
+        if !held.satisfies(spec.role.as_deref()) {
+            let reply = format!(
+                "{}, you do not have permission to run `{}{}`: it needs the role `{}`. An admin can grant it with `{}role grant {} {}`.",
+                msg.sender,
+                self.prefix,
+                spec.name,
+                spec.role.as_deref().unwrap_or_default(),
+                self.prefix,
+                msg.sender,
+                spec.role.as_deref().unwrap_or_default(),
+            );
+            return self
+                .refuse(&req, Some(&owner), Decision::Denied, Outcome::Denied, reply)
+                .await;
+        }
+        let args = match args::bind(&spec, &words[used..], &msg.room) {
+            Ok(args) => args,
+            Err(e) => {
+                let reply = format!("{e}\nusage: `{}`", usage(&self.prefix, &spec));
+                return self
+                    .refuse(&req, Some(&owner), Decision::Allowed, Outcome::Error, reply)
+                    .await;
+            }
+        };
+        match &owner {
+            Owner::Builtin => self.run_builtin(&req, &spec, &held, &args).await,
+            Owner::Plugin(plugin) => self.run_plugin(&req, plugin, &spec, &held, args).await,
+        }
+    }
+
+    fn unknown_reply(&self, words: &[String]) -> String {
+        let first = words.first().map(String::as_str).unwrap_or_default();
+        let subs = self.table.subcommands(first);
+        if !subs.is_empty() {
+            let names: Vec<String> = subs
+                .iter()
+                .map(|e| format!("`{}{}`", self.prefix, e.words.join(" ")))
+                .collect();
+            return format!(
+                "`{}{first}` needs a subcommand: {}",
+                self.prefix,
+                names.join(", ")
+            );
+        }
+        let hint = match self.table.closest(first) {
+            Some(name) => format!(" Did you mean `{}{name}`?", self.prefix),
+            None => String::new(),
+        };
+        format!(
+            "unknown command `{}{first}`.{hint} `{}help` lists the commands.",
+            self.prefix, self.prefix
+        )
+    }
+
+    fn audit(
+        &self,
+        req: &Request<'_>,
+        owner: Option<&Owner>,
+        decision: Decision,
+        outcome: Outcome,
+        detail: Option<String>,
+    ) -> AuditRecord {
+        let (plugin, version) = match owner {
+            Some(Owner::Plugin(p)) => (Some(p.name.to_string()), Some(p.info.version.clone())),
+            Some(Owner::Builtin) => (
+                Some("ikkyu".to_owned()),
+                Some(env!("CARGO_PKG_VERSION").to_owned()),
+            ),
+            None => (None, None),
+        };
+        AuditRecord {
+            at_ms: self.clock.now_ms(),
+            kind: "command",
+            actor: req.msg.sender.clone(),
+            room: Some(req.msg.room.clone()),
+            command: req.line.clone(),
+            plugin,
+            plugin_version: version,
+            decision,
+            outcome,
+            detail,
+            duration_us: i64::try_from(req.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn reply(&self, req: &Request<'_>, body: String) -> OutMessage {
+        OutMessage {
+            target: Target::Room(req.msg.room.clone()),
+            body,
+            reply_to: Some(req.msg.id.clone()),
+        }
+    }
+
+    /// Commits an answer that changes nothing but the audit log.
+    async fn refuse(
+        &self,
+        req: &Request<'_>,
+        owner: Option<&Owner>,
+        decision: Decision,
+        outcome: Outcome,
+        reply: String,
+    ) -> anyhow::Result<Handled> {
+        let detail = (outcome != Outcome::Ok).then(|| reply.clone());
+        let commit = Commit::only_audit(
+            Some(req.msg.id.clone()),
+            self.audit(req, owner, decision, outcome, detail),
+            vec![self.reply(req, reply)],
+        );
+        self.finish(commit, outcome).await
+    }
+
+    async fn finish(&self, commit: Commit, outcome: Outcome) -> anyhow::Result<Handled> {
+        match self.db.commit(&commit).await {
+            Ok(()) => Ok(Handled::Answered(outcome)),
+            Err(StoreError::Duplicate(_)) => Ok(Handled::Duplicate),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn run_builtin(
+        &self,
+        req: &Request<'_>,
+        spec: &CommandSpec,
+        held: &Held,
+        args: &[Arg],
+    ) -> anyhow::Result<Handled> {
+        let owner = Owner::Builtin;
+        match self
+            .builtin(&spec.name, &req.msg.sender, held, args)
+            .await?
+        {
+            Err(e) => {
+                self.refuse(req, Some(&owner), Decision::Allowed, Outcome::Error, e)
+                    .await
+            }
+            Ok(out) => {
+                let mut commit = Commit::only_audit(
+                    Some(req.msg.id.clone()),
+                    self.audit(req, Some(&owner), Decision::Allowed, Outcome::Ok, None),
+                    vec![self.reply(req, out.reply)],
+                );
+                commit.roles = out.roles;
+                self.finish(commit, Outcome::Ok).await
+            }
+        }
+    }
+
+    async fn run_plugin(
+        &self,
+        req: &Request<'_>,
+        plugin: &Arc<LoadedPlugin>,
+        spec: &CommandSpec,
+        held: &Held,
+        args: Vec<Arg>,
+    ) -> anyhow::Result<Handled> {
+        let owner = Owner::Plugin(plugin.clone());
+        for _ in 0..CONFLICT_RETRIES {
+            let invocation = Invocation {
+                message_id: req.msg.id.clone(),
+                sender: req.msg.sender.clone(),
+                room: req.msg.room.clone(),
+                roles: held.to_vec(),
+                now_ms: self.clock.now_ms(),
+            };
+            let outcome = self
+                .runtime
+                .command(plugin, invocation, spec.name.clone(), args.clone())
+                .await;
+            let (reply, outcome_kind, detail) = match outcome.result {
+                Ok(Ok(reply)) => {
+                    let commit = self.effects_commit(req, &owner, reply, outcome.state);
+                    match self.db.commit(&commit).await {
+                        Ok(()) => return Ok(Handled::Answered(Outcome::Ok)),
+                        Err(StoreError::Conflict) => continue,
+                        Err(StoreError::Duplicate(_)) => return Ok(Handled::Duplicate),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(Err(CommandError::Usage(m))) => (
+                    format!("{m}\nusage: `{}`", usage(&self.prefix, spec)),
+                    Outcome::Error,
+                    None,
+                ),
+                Ok(Err(CommandError::Denied(m))) => (m, Outcome::Denied, None),
+                Ok(Err(CommandError::Failed(m))) => (m, Outcome::Error, None),
+                Err(e) => {
+                    tracing::warn!(plugin = %plugin.name, command = %req.line, "plugin call failed: {e:#}");
+                    let kind = match e {
+                        PluginError::Timeout(_) => Outcome::Timeout,
+                        _ => Outcome::Trap,
+                    };
+                    let chat = format!("`{}{}` failed: {}", self.prefix, spec.name, chat_text(&e));
+                    (chat, kind, Some(detail_of(&e)))
+                }
+            };
+            let detail = detail.or_else(|| Some(reply.clone()));
+            let commit = Commit::only_audit(
+                Some(req.msg.id.clone()),
+                self.audit(req, Some(&owner), Decision::Allowed, outcome_kind, detail),
+                vec![self.reply(req, reply)],
+            );
+            return self.finish(commit, outcome_kind).await;
+        }
+        let reply = "too many changes to the same data at once; please try again".to_owned();
+        self.refuse(req, Some(&owner), Decision::Allowed, Outcome::Error, reply)
+            .await
+    }
+
+    fn effects_commit(
+        &self,
+        req: &Request<'_>,
+        owner: &Owner,
+        reply: String,
+        state: CallState,
+    ) -> Commit {
+        let mut messages = vec![self.reply(req, reply)];
+        messages.extend(state.messages);
+        let events = state
+            .events
+            .into_iter()
+            .map(|(topic, payload)| NewEvent {
+                subscribers: self.table.subscribers(&topic),
+                topic,
+                payload,
+                source_plugin: state.plugin.to_string(),
+                depth: 0,
+            })
+            .collect();
+        Commit {
+            processed: Some(req.msg.id.clone()),
+            audit: self.audit(req, Some(owner), Decision::Allowed, Outcome::Ok, None),
+            kv: Some(state.kv),
+            messages,
+            events,
+            roles: Vec::new(),
+            delivery: None,
+        }
+    }
+}
+
+/// What chat is told about a failed call: short, and nothing from inside
+/// the plugin that could leak data. The full error is in the audit log.
+pub fn chat_text(e: &PluginError) -> String {
+    match e {
+        PluginError::Trap(_) => "the plugin crashed; the details are in the audit log".into(),
+        other => other.to_string(),
+    }
+}
+
+/// What the audit log keeps about a failed call.
+pub fn detail_of(e: &PluginError) -> String {
+    match e {
+        PluginError::OutOfMemory { detail, .. } => format!("{e}: {detail}"),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,203 @@
+//! The command table: every command name and alias, built-in or from a
+//! plugin, mapped to its declaration and owner. Built once when plugins are
+//! loaded and read-only afterwards.
+
+use std::sync::Arc;
+
+use crate::runtime::LoadedPlugin;
+use crate::runtime::bindings::CommandSpec;
+
+/// Who answers a command.
+#[derive(Debug, Clone)]
+pub enum Owner {
+    Builtin,
+    Plugin(Arc<LoadedPlugin>),
+}
+
+impl Owner {
+    /// The plugin's name, or `ikkyu` for built-ins.
+    pub fn name(&self) -> &str {
+        match self {
+            Owner::Builtin => "ikkyu",
+            Owner::Plugin(p) => &p.name,
+        }
+    }
+}
+
+/// One routable name.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The words this entry matches (the name or an alias).
+    pub words: Vec<String>,
+    pub spec: Arc<CommandSpec>,
+    pub owner: Owner,
+}
+
+/// Every command the bot answers.
+#[derive(Debug, Default)]
+pub struct CommandTable {
+    entries: Vec<Entry>,
+    plugins: Vec<Arc<LoadedPlugin>>,
+}
+
+impl CommandTable {
+    /// Built-ins first, then plugins in load order; a name already taken is
+    /// skipped with a warning, so a plugin can never shadow `!help` or
+    /// another plugin's command.
+    pub fn new(builtins: Vec<CommandSpec>, plugins: Vec<Arc<LoadedPlugin>>) -> Self {
+        let mut table = Self {
+            entries: Vec::new(),
+            plugins: plugins.clone(),
+        };
+        for spec in builtins {
+            table.add(Arc::new(spec), Owner::Builtin);
+        }
+        for plugin in plugins {
+            for spec in &plugin.info.commands {
+                table.add(Arc::new(spec.clone()), Owner::Plugin(plugin.clone()));
+            }
+        }
+        table
+    }
+
+    fn add(&mut self, spec: Arc<CommandSpec>, owner: Owner) {
+        for name in std::iter::once(&spec.name).chain(&spec.aliases) {
+            let words: Vec<String> = name.split(' ').map(str::to_owned).collect();
+            if let Some(taken) = self.entries.iter().find(|e| e.words == words) {
+                tracing::warn!(
+                    "command {name:?} of {} is ignored: {} already provides it",
+                    owner.name(),
+                    taken.owner.name()
+                );
+                continue;
+            }
+            self.entries.push(Entry {
+                words,
+                spec: spec.clone(),
+                owner: owner.clone(),
+            });
+        }
+    }
+
+    /// The entry whose name matches the most leading words, and how many
+    /// words the name took. Command words are matched case-insensitively.
+    pub fn lookup(&self, words: &[String]) -> Option<(&Entry, usize)> {
+        self.entries
+            .iter()
+            .filter(|e| {
+                e.words.len() <= words.len()
+                    && e.words
+                        .iter()
+                        .zip(words)
+                        .all(|(a, b)| a.eq_ignore_ascii_case(b))
+            })
+            .max_by_key(|e| e.words.len())
+            .map(|e| (e, e.words.len()))
+    }
+
+    /// Subcommands under `first` (for `!role` alone: `grant`, `revoke`).
+    pub fn subcommands(&self, first: &str) -> Vec<&Entry> {
+        self.entries
+            .iter()
+            .filter(|e| e.words.len() > 1 && e.words[0].eq_ignore_ascii_case(first))
+            .collect()
+    }
+
+    /// The closest known name to `word`, for "did you mean".
+    pub fn closest(&self, word: &str) -> Option<String> {
+        self.entries
+            .iter()
+            .map(|e| e.words.join(" "))
+            .map(|name| (strsim::damerau_levenshtein(word, &name), name))
+            .filter(|(d, _)| *d <= 2)
+            .min()
+            .map(|(_, name)| name)
+    }
+
+    /// Entries under their declared names (no aliases), in table order.
+    pub fn commands(&self) -> impl Iterator<Item = &Entry> {
+        self.entries
+            .iter()
+            .filter(|e| e.words.join(" ") == e.spec.name)
+    }
+
+    /// Loaded plugins, in load order.
+    pub fn plugins(&self) -> &[Arc<LoadedPlugin>] {
+        &self.plugins
+    }
+
+    /// Plugins subscribed to `topic` (exact, or a `prefix.*` pattern).
+    pub fn subscribers(&self, topic: &str) -> Vec<String> {
+        self.plugins
+            .iter()
+            .filter(|p| p.info.subscriptions.iter().any(|s| topic_matches(s, topic)))
+            .map(|p| p.name.to_string())
+            .collect()
+    }
+
+    /// The loaded plugin called `name`.
+    pub fn plugin(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
+        self.plugins.iter().find(|p| &*p.name == name)
+    }
+}
+
+fn topic_matches(pattern: &str, topic: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => topic.starts_with(prefix),
+        None => pattern == topic,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, aliases: &[&str]) -> CommandSpec {
+        CommandSpec {
+            name: name.into(),
+            aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+            summary: String::new(),
+            args: vec![],
+            options: vec![],
+            role: None,
+        }
+    }
+
+    fn words(s: &str) -> Vec<String> {
+        s.split(' ').map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn longest_name_wins_and_aliases_route() {
+        let t = CommandTable::new(
+            vec![
+                spec("points", &[]),
+                spec("points give", &["reward"]),
+                spec("help", &[]),
+            ],
+            vec![],
+        );
+        let (e, n) = t.lookup(&words("points give @a:x 5 r")).expect("give");
+        assert_eq!((e.spec.name.as_str(), n), ("points give", 2));
+        let (e, n) = t.lookup(&words("Points @a:x")).expect("points");
+        assert_eq!((e.spec.name.as_str(), n), ("points", 1));
+        let (e, _) = t.lookup(&words("reward @a:x")).expect("alias");
+        assert_eq!(e.spec.name, "points give");
+        assert!(t.lookup(&words("pints")).is_none());
+        assert_eq!(t.closest("pints").as_deref(), Some("points"));
+    }
+
+    #[test]
+    fn first_owner_keeps_a_name() {
+        let t = CommandTable::new(vec![spec("help", &[]), spec("help", &["x"])], vec![]);
+        assert_eq!(t.commands().count(), 1);
+    }
+
+    #[test]
+    fn topic_patterns() {
+        assert!(topic_matches("release.*", "release.finished"));
+        assert!(topic_matches("release.finished", "release.finished"));
+        assert!(!topic_matches("release.*", "deploy.finished"));
+        assert!(!topic_matches("release.finished", "release.finished.late"));
+    }
+}

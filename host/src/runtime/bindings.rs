@@ -1,0 +1,16 @@
+//! The host side of `wit/plugin.wit`, generated once for the whole host.
+//!
+//! Every import is async (kv and directory read the database) and
+//! trappable (a call that breaks the host's rules ends the call with a
+//! trap, whose message reaches the audit log).
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "plugin",
+    imports: { default: async | trappable },
+    exports: { default: async },
+});
+
+pub use ikkyu::plugin::types::{
+    Arg, ArgKind, ArgSpec, CommandError, CommandSpec, FlagSpec, Invocation, PluginInfo, Value,
+};

@@ -1,0 +1,138 @@
+//! Running one guest call inside its limits: a fresh store, a memory cap,
+//! an epoch-driven yield, a wall-clock timeout and a global bound on calls
+//! in flight. Whatever happens, the caller gets the call's state back
+//! (effects to commit, or to discard) and a classified error.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use wasmtime::Store;
+
+use super::bindings::{Arg, CommandError, Invocation, PluginInfo, PluginPre};
+use super::plugin::LoadedPlugin;
+use super::state::{CallState, Grants, Phase};
+use super::{PluginError, Runtime};
+
+/// What a call left behind: its result and the effects it buffered.
+#[derive(Debug)]
+pub struct CallOutcome<T> {
+    pub result: Result<T, PluginError>,
+    pub state: CallState,
+}
+
+impl Runtime {
+    fn store(&self, name: Arc<str>, grants: Arc<Grants>, phase: Phase) -> Store<CallState> {
+        let state = CallState::new(
+            name,
+            grants,
+            phase,
+            self.db.clone(),
+            self.directory.clone(),
+            self.memory_bytes,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        store
+    }
+
+    /// Runs `call` against a fresh store under every limit.
+    async fn guarded<T, F>(&self, mut store: Store<CallState>, call: F) -> CallOutcome<T>
+    where
+        F: for<'s> FnOnce(
+            &'s mut Store<CallState>,
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = wasmtime::Result<T>> + Send + 's>,
+        >,
+    {
+        let Ok(_permit) = self.calls.clone().try_acquire_owned() else {
+            return CallOutcome {
+                result: Err(PluginError::Busy),
+                state: store.into_data(),
+            };
+        };
+        let result = match tokio::time::timeout(self.timeout, call(&mut store)).await {
+            Err(_) => Err(PluginError::Timeout(self.timeout)),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if store.data().limits.hit_memory_limit => Err(PluginError::OutOfMemory {
+                limit_mb: self.memory_bytes >> 20,
+                detail: format!("{e:#}"),
+            }),
+            Ok(Err(e)) => Err(PluginError::Trap(format!("{e:#}"))),
+        };
+        CallOutcome {
+            result,
+            state: store.into_data(),
+        }
+    }
+
+    /// Calls `describe()` with only `log` available.
+    pub(super) async fn describe(
+        &self,
+        pre: &PluginPre<CallState>,
+        name: Arc<str>,
+        grants: Arc<Grants>,
+    ) -> Result<PluginInfo, PluginError> {
+        let store = self.store(name, grants, Phase::Describe);
+        let pre = pre.clone();
+        self.guarded(store, move |store| {
+            Box::pin(async move {
+                let plugin = pre.instantiate_async(&mut *store).await?;
+                plugin.ikkyu_plugin_guest().call_describe(&mut *store).await
+            })
+        })
+        .await
+        .result
+    }
+
+    /// Runs a command in `plugin`.
+    pub async fn command(
+        &self,
+        plugin: &LoadedPlugin,
+        invocation: Invocation,
+        command: String,
+        args: Vec<Arg>,
+    ) -> CallOutcome<Result<String, CommandError>> {
+        let phase = Phase::Command {
+            room: invocation.room.clone(),
+        };
+        let store = self.store(plugin.name.clone(), plugin.grants.clone(), phase);
+        let pre = plugin.pre.clone();
+        self.guarded(store, move |store| {
+            Box::pin(async move {
+                let plugin = pre.instantiate_async(&mut *store).await?;
+                plugin
+                    .ikkyu_plugin_guest()
+                    .call_handle_command(&mut *store, &invocation, &command, &args)
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// Delivers an event to `plugin`.
+    pub async fn event(
+        &self,
+        plugin: &LoadedPlugin,
+        topic: String,
+        payload: String,
+    ) -> CallOutcome<Result<(), String>> {
+        let store = self.store(
+            plugin.name.clone(),
+            plugin.grants.clone(),
+            Phase::Background,
+        );
+        let pre = plugin.pre.clone();
+        self.guarded(store, move |store| {
+            Box::pin(async move {
+                let plugin = pre.instantiate_async(&mut *store).await?;
+                plugin
+                    .ikkyu_plugin_guest()
+                    .call_handle_event(&mut *store, &topic, &payload)
+                    .await
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,74 @@
+//! Checks a plugin's `describe()` once at load, so the argument parser can
+//! rely on well-formed declarations and a bad one is refused with a reason.
+
+use std::collections::BTreeSet;
+
+use super::bindings::{ArgKind, CommandSpec, PluginInfo};
+use crate::roles::RoleName;
+
+/// Ok when the declaration is usable; otherwise what is wrong with it.
+pub fn check(info: &PluginInfo) -> Result<(), String> {
+    if RoleName::parse(&info.name).is_err() {
+        return Err(format!(
+            "plugin name {:?} must be lowercase letters, digits and dashes",
+            info.name
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for cmd in &info.commands {
+        for name in std::iter::once(&cmd.name).chain(&cmd.aliases) {
+            if !is_command_name(name) {
+                return Err(format!("command name {name:?} must be lowercase words"));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(format!("command name {name:?} is declared twice"));
+            }
+        }
+        check_command(cmd).map_err(|e| format!("command {:?}: {e}", cmd.name))?;
+    }
+    Ok(())
+}
+
+fn is_command_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split(' ').all(|w| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+}
+
+fn check_command(cmd: &CommandSpec) -> Result<(), String> {
+    if let Some(role) = &cmd.role {
+        RoleName::parse(role)?;
+    }
+    let mut optional_seen = false;
+    for (i, arg) in cmd.args.iter().enumerate() {
+        let last = i + 1 == cmd.args.len();
+        if (arg.repeated || arg.kind == ArgKind::Text) && !last {
+            return Err(format!(
+                "argument {:?} takes the rest of the line, so it must be last",
+                arg.name
+            ));
+        }
+        if optional_seen && !arg.optional {
+            return Err(format!(
+                "required argument {:?} follows an optional one",
+                arg.name
+            ));
+        }
+        optional_seen |= arg.optional;
+    }
+    let mut names = BTreeSet::new();
+    for name in cmd
+        .args
+        .iter()
+        .map(|a| &a.name)
+        .chain(cmd.options.iter().map(|f| &f.name))
+    {
+        if !names.insert(name) {
+            return Err(format!("argument or flag {name:?} is declared twice"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `chat`: messages to rooms and people, delivered after commit. A command
+//! may always answer in its own room; other rooms need a grant.
+
+use crate::roles::is_user_id;
+use crate::runtime::bindings::ikkyu::plugin::chat::Host;
+use crate::runtime::state::{CallState, MAX_VALUE, Phase};
+use crate::store::{OutMessage, Target};
+
+impl Host for CallState {
+    async fn send(
+        &mut self,
+        room: String,
+        markdown: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.require("chat")?;
+        self.count_effect()?;
+        let own_room = matches!(&self.phase, Phase::Command { room: r } if *r == room);
+        if !own_room && !self.grants.rooms.contains(&room) {
+            return Ok(Err(format!(
+                "not allowed to post in {room:?}; the operator can add it to rooms = [...] under [plugins.{}]",
+                self.plugin
+            )));
+        }
+        Ok(self.push(Target::Room(room), markdown))
+    }
+
+    async fn direct(
+        &mut self,
+        user: String,
+        markdown: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.require("chat")?;
+        self.count_effect()?;
+        if !is_user_id(&user) {
+            return Ok(Err(format!(
+                "{user:?} is not a user id like @alice:example.org"
+            )));
+        }
+        Ok(self.push(Target::User(user), markdown))
+    }
+}
+
+impl CallState {
+    fn push(&mut self, target: Target, body: String) -> Result<(), String> {
+        if body.len() > MAX_VALUE {
+            return Err(format!(
+                "message too long: {} bytes, at most {MAX_VALUE}",
+                body.len()
+            ));
+        }
+        self.messages.push(OutMessage {
+            target,
+            body,
+            reply_to: None,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,12 @@
+//! `directory`: the roles people hold, for checks finer than a command's
+//! required role.
+
+use crate::runtime::bindings::ikkyu::plugin::directory::Host;
+use crate::runtime::state::CallState;
+
+impl Host for CallState {
+    async fn roles(&mut self, user: String) -> wasmtime::Result<Vec<String>> {
+        self.require("directory")?;
+        Ok(self.directory.held(&user).await?.to_vec())
+    }
+}

@@ -1,0 +1,26 @@
+//! `log`: a plugin's diagnostics in the host log, tagged with its name.
+
+use crate::runtime::bindings::ikkyu::plugin::log::{Host, Level};
+use crate::runtime::state::CallState;
+
+/// Longest line a plugin may log; the rest is cut so a plugin cannot flood
+/// the log with one call.
+const MAX_LINE: usize = 4096;
+
+impl Host for CallState {
+    async fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.require("log")?;
+        let cut = message
+            .char_indices()
+            .nth(MAX_LINE)
+            .map_or(message.as_str(), |(i, _)| &message[..i]);
+        let plugin = &*self.plugin;
+        match level {
+            Level::Debug => tracing::debug!(plugin, "{cut}"),
+            Level::Info => tracing::info!(plugin, "{cut}"),
+            Level::Warn => tracing::warn!(plugin, "{cut}"),
+            Level::Error => tracing::error!(plugin, "{cut}"),
+        }
+        Ok(())
+    }
+}

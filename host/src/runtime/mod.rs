@@ -1,0 +1,117 @@
+//! The WebAssembly side of the host: one engine, plugins compiled once and
+//! instantiated per call, and the host interfaces they may import.
+//!
+//! This module runs guest code and returns what it asked for; it never
+//! commits anything, never talks to chat, and never holds a lock while a
+//! guest runs.
+
+pub mod bindings;
+mod call;
+mod declaration;
+mod engine;
+mod host;
+mod plugin;
+mod state;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::Engine;
+use wasmtime::component::Linker;
+
+pub use call::CallOutcome;
+pub use plugin::{LoadError, LoadedPlugin};
+pub use state::{CallState, Grants};
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::store::Db;
+
+/// Why a plugin call did not return normally. Whose fault it was decides
+/// what the caller is told: traps and timeouts are the plugin's, `Busy` is
+/// load, and the message of each is safe to show in chat.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("the plugin crashed: {0}")]
+    Trap(String),
+    #[error("the plugin timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("the plugin ran out of memory (limit {limit_mb} MiB)")]
+    OutOfMemory { limit_mb: usize, detail: String },
+    #[error("too many commands are running; try again in a moment")]
+    Busy,
+}
+
+/// The engine, the linker and the limits every call runs under.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    db: Db,
+    directory: Directory,
+    timeout: Duration,
+    memory_bytes: usize,
+    calls: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and linker from the config's `[runtime]`.
+    pub fn new(config: &Config, db: Db, directory: Directory) -> anyhow::Result<Self> {
+        let memory_bytes = usize::try_from(config.runtime.memory_limit_mb << 20)?;
+        let slots = config.runtime.max_concurrent_calls;
+        let engine = engine::build(slots, memory_bytes)?;
+        engine::start_ticker(&engine)?;
+        let linker = engine::linker(&engine)?;
+        Ok(Self {
+            engine,
+            linker,
+            db,
+            directory,
+            timeout: config.runtime.call_timeout,
+            memory_bytes,
+            calls: Arc::new(tokio::sync::Semaphore::new(slots as usize)),
+        })
+    }
+
+    /// Loads every `*.wasm` in `dir`, sorted by file name. Failures are
+    /// returned alongside the plugins that loaded, so one bad file does not
+    /// keep the others from serving.
+    pub async fn load_dir(
+        &self,
+        dir: &Path,
+        config: &Config,
+    ) -> anyhow::Result<(Vec<LoadedPlugin>, Vec<LoadError>)> {
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| {
+                anyhow::anyhow!("cannot read the plugins folder {dir:?} (runtime.plugins_dir): {e}")
+            })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect();
+        paths.sort();
+        let mut loaded = Vec::new();
+        let mut failed = Vec::new();
+        for path in paths {
+            match self.load(&path, config).await {
+                Ok(p) if loaded.iter().any(|l: &LoadedPlugin| l.name == p.name) => {
+                    failed.push(LoadError::Invalid {
+                        path,
+                        message: format!("another file already provides plugin {:?}", p.name),
+                    });
+                }
+                Ok(p) => loaded.push(p),
+                Err(e) => failed.push(e),
+            }
+        }
+        Ok((loaded, failed))
+    }
+}

@@ -1,0 +1,145 @@
+//! Loading one plugin: compile, pre-link, read its declaration, and check
+//! that it imports only what the operator granted.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wasmtime::component::Component;
+
+use super::bindings::{PluginInfo, PluginPre};
+use super::state::{CallState, Grants};
+use super::{PluginError, Runtime};
+use crate::config::{Config, GRANTABLE};
+
+/// A plugin ready to be called: compiled and linked once, instantiated
+/// fresh for every call.
+pub struct LoadedPlugin {
+    pub name: Arc<str>,
+    pub info: PluginInfo,
+    pub grants: Arc<Grants>,
+    pub path: PathBuf,
+    pub(super) pre: PluginPre<CallState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+/// Why a plugin could not be loaded; each message names the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read plugin {path:?}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path:?} is not a valid ikkyu plugin component: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "plugin {name:?} ({path:?}) imports `{interface}` but is not granted it; add \"{interface}\" to grants under [plugins.{name}] in the config"
+    )]
+    NotGranted {
+        name: String,
+        path: PathBuf,
+        interface: String,
+    },
+    #[error("plugin {name:?} ({path:?}): describe() failed: {error}")]
+    Describe {
+        name: String,
+        path: PathBuf,
+        error: PluginError,
+    },
+    #[error("plugin {name:?} ({path:?}) declares an invalid command: {message}")]
+    BadDeclaration {
+        name: String,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+impl Runtime {
+    /// Loads the component at `path` with the grants in `config`.
+    pub async fn load(&self, path: &Path, config: &Config) -> Result<LoadedPlugin, LoadError> {
+        let invalid = |message: String| LoadError::Invalid {
+            path: path.into(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let component =
+            Component::new(&self.engine, &bytes).map_err(|e| invalid(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        let pre = PluginPre::new(instance_pre).map_err(|e| invalid(format!("{e:#}")))?;
+
+        let describe_grants = Arc::new(Grants {
+            interfaces: ["log".to_owned()].into(),
+            ..Grants::default()
+        });
+        let file_name: Arc<str> = path
+            .file_stem()
+            .map_or("?".into(), |s| s.to_string_lossy().into());
+        let info = self
+            .describe(&pre, file_name.clone(), describe_grants)
+            .await
+            .map_err(|error| LoadError::Describe {
+                name: file_name.to_string(),
+                path: path.into(),
+                error,
+            })?;
+        let name = info.name.clone();
+        super::declaration::check(&info).map_err(|message| LoadError::BadDeclaration {
+            name: name.clone(),
+            path: path.into(),
+            message,
+        })?;
+
+        let section = config.plugins.get(&name).cloned().unwrap_or_default();
+        for interface in imported_interfaces(&component, &self.engine) {
+            if !section.grants.contains(&interface) {
+                return Err(LoadError::NotGranted {
+                    name,
+                    path: path.into(),
+                    interface,
+                });
+            }
+        }
+        let config_json = serde_json::to_string(&section.config.unwrap_or_default())
+            .map_err(|e| invalid(format!("plugin config is not representable as JSON: {e}")))?;
+        Ok(LoadedPlugin {
+            name: name.as_str().into(),
+            info,
+            grants: Arc::new(Grants {
+                interfaces: section.grants,
+                rooms: section.rooms,
+                config_json,
+            }),
+            path: path.into(),
+            pre,
+        })
+    }
+}
+
+/// The ikkyu interfaces a component imports (`kv`, `chat`, ...); WASI
+/// imports are always provided, sandboxed, and not listed.
+fn imported_interfaces(component: &Component, engine: &wasmtime::Engine) -> BTreeSet<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .filter_map(|(name, _)| {
+            let rest = name.strip_prefix("ikkyu:plugin/")?;
+            let iface = rest.split('@').next()?;
+            GRANTABLE.contains(&iface).then(|| iface.to_owned())
+        })
+        .collect()
+}

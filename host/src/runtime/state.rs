@@ -1,0 +1,174 @@
+//! What one plugin call owns: its grants, its buffered effects, its kv
+//! overlay and its resource limits. A fresh `CallState` goes into every
+//! `Store`, so nothing leaks from one call to the next.
+//!
+//! Nothing here touches the database directly except kv and directory
+//! reads; effects are only collected, and the caller commits them.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::directory::Directory;
+use crate::store::{Db, KvChanges, OutMessage};
+
+/// The operator's grants for one plugin, fixed at load.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    pub interfaces: BTreeSet<String>,
+    pub rooms: BTreeSet<String>,
+    /// The plugin's config section, as JSON.
+    pub config_json: String,
+}
+
+/// Why the plugin is being called; decides what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading `describe()`: only `log` works.
+    Describe,
+    /// A command from `room`; replies there are always allowed.
+    Command { room: String },
+    /// An event or schedule: no room of its own.
+    Background,
+}
+
+/// Bounds on one store's memory and tables, and a record of whether a
+/// bound was hit so a trap can be reported as "out of memory".
+#[derive(Debug)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    pub hit_memory_limit: bool,
+}
+
+impl wasmtime::ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.hit_memory_limit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Most kv entries, events and messages one call may produce; a plugin
+/// that goes past them is trapped, since it is looping or hostile.
+pub const MAX_EFFECTS: usize = 10_000;
+/// Largest kv key, in bytes.
+pub const MAX_KEY: usize = 512;
+/// Largest kv value or message, in bytes.
+pub const MAX_VALUE: usize = 1 << 20;
+
+/// The `Store` data of one call.
+pub struct CallState {
+    pub plugin: Arc<str>,
+    pub grants: Arc<Grants>,
+    pub phase: Phase,
+    pub db: Db,
+    pub directory: Directory,
+    pub kv: KvChanges,
+    pub messages: Vec<OutMessage>,
+    /// (topic, payload JSON)
+    pub events: Vec<(String, String)>,
+    pub limits: Limits,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl std::fmt::Debug for CallState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallState")
+            .field("plugin", &self.plugin)
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl CallState {
+    /// A fresh state for one call of `plugin`.
+    pub fn new(
+        plugin: Arc<str>,
+        grants: Arc<Grants>,
+        phase: Phase,
+        db: Db,
+        directory: Directory,
+        memory_bytes: usize,
+    ) -> Self {
+        Self {
+            kv: KvChanges {
+                namespace: plugin.to_string(),
+                ..KvChanges::default()
+            },
+            plugin,
+            grants,
+            phase,
+            db,
+            directory,
+            messages: Vec::new(),
+            events: Vec::new(),
+            limits: Limits {
+                memory_bytes,
+                hit_memory_limit: false,
+            },
+            // No files, no environment, no network, no inherited stdio: a
+            // plugin reaches the world only through ikkyu's interfaces.
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+        }
+    }
+
+    /// Traps unless the plugin was granted `interface` and the phase
+    /// allows it.
+    pub fn require(&self, interface: &str) -> wasmtime::Result<()> {
+        if self.phase == Phase::Describe && interface != "log" {
+            wasmtime::bail!(
+                "plugin {:?} used `{interface}` inside describe(); only `log` is available there",
+                self.plugin
+            );
+        }
+        if !self.grants.interfaces.contains(interface) {
+            wasmtime::bail!(
+                "plugin {:?} is not granted `{interface}`; add grants = [\"{interface}\"] under [plugins.{}]",
+                self.plugin,
+                self.plugin
+            );
+        }
+        Ok(())
+    }
+
+    /// Traps once a call has produced too many effects.
+    pub fn count_effect(&self) -> wasmtime::Result<()> {
+        let n = self.kv.writes.len() + self.messages.len() + self.events.len();
+        if n >= MAX_EFFECTS {
+            wasmtime::bail!(
+                "plugin {:?} produced more than {MAX_EFFECTS} effects in one call",
+                self.plugin
+            );
+        }
+        Ok(())
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

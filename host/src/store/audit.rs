@@ -1,0 +1,142 @@
+//! The audit log: one row for everything a command, event or schedule did,
+//! allowed or denied, written in the same transaction as its effects.
+
+use sqlx::Row;
+
+use super::{Db, StoreError};
+
+/// Whether the caller was allowed to run the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Denied,
+    /// No role check applied (unknown command, bad arguments, events).
+    NotChecked,
+}
+
+impl Decision {
+    fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+            Decision::NotChecked => "-",
+        }
+    }
+}
+
+/// How the call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The plugin returned an error, or the arguments were wrong.
+    Error,
+    Trap,
+    Timeout,
+    Denied,
+    /// Not a known command.
+    Unknown,
+}
+
+impl Outcome {
+    /// The word stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Trap => "trap",
+            Outcome::Timeout => "timeout",
+            Outcome::Denied => "denied",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// One audit row to write.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    pub at_ms: i64,
+    /// `command`, `event` or `schedule`.
+    pub kind: &'static str,
+    pub actor: String,
+    pub room: Option<String>,
+    /// The command line or the event topic.
+    pub command: String,
+    pub plugin: Option<String>,
+    pub plugin_version: Option<String>,
+    pub decision: Decision,
+    pub outcome: Outcome,
+    /// The error, for the operator; never shown in chat in full.
+    pub detail: Option<String>,
+    pub duration_us: i64,
+}
+
+/// One audit row read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub actor: String,
+    pub room: Option<String>,
+    pub command: String,
+    pub plugin: Option<String>,
+    pub plugin_version: Option<String>,
+    pub decision: String,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub duration_us: i64,
+}
+
+pub(super) async fn insert(
+    tx: &mut sqlx::AnyConnection,
+    r: &AuditRecord,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (at_ms, kind, actor, room, command, plugin, plugin_version, \
+         decision, outcome, detail, duration_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(r.at_ms)
+    .bind(r.kind)
+    .bind(&r.actor)
+    .bind(&r.room)
+    .bind(&r.command)
+    .bind(&r.plugin)
+    .bind(&r.plugin_version)
+    .bind(r.decision.as_str())
+    .bind(r.outcome.as_str())
+    .bind(&r.detail)
+    .bind(r.duration_us)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+impl Db {
+    /// The last `n` audit rows, newest first.
+    pub async fn audit_recent(&self, n: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, kind, actor, room, command, plugin, plugin_version, decision, \
+             outcome, detail, duration_us FROM audit_log ORDER BY id DESC LIMIT $1",
+        )
+        .bind(n)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEntry {
+                id: r.get(0),
+                at_ms: r.get(1),
+                kind: r.get(2),
+                actor: r.get(3),
+                room: r.get(4),
+                command: r.get(5),
+                plugin: r.get(6),
+                plugin_version: r.get(7),
+                decision: r.get(8),
+                outcome: r.get(9),
+                detail: r.get(10),
+                duration_us: r.get(11),
+            })
+            .collect())
+    }
+}

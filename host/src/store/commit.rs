@@ -1,0 +1,206 @@
+//! The one transaction per invocation: effects, audit record and processed
+//! marker commit together or not at all.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use super::{AuditRecord, Db, KvChanges, OutMessage, StoreError, audit, classify, kv, outbox};
+
+/// An event to store, with the subscribers it goes to.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub topic: String,
+    pub payload: String,
+    pub source_plugin: String,
+    pub depth: i64,
+    pub subscribers: Vec<String>,
+}
+
+/// A role granted or revoked in chat.
+#[derive(Debug, Clone)]
+pub enum RoleChange {
+    Grant {
+        user: String,
+        role: String,
+        by: String,
+    },
+    Revoke {
+        user: String,
+        role: String,
+    },
+}
+
+/// What became of one event delivery.
+#[derive(Debug, Clone)]
+pub enum DeliveryUpdate {
+    Done {
+        event_id: i64,
+        plugin: String,
+    },
+    /// Failed; tried again later unless `give_up`.
+    Failed {
+        event_id: i64,
+        plugin: String,
+        error: String,
+        give_up: bool,
+    },
+}
+
+/// Everything one invocation commits.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The chat message handled, marked so it is never handled again.
+    pub processed: Option<String>,
+    pub audit: AuditRecord,
+    pub kv: Option<KvChanges>,
+    pub messages: Vec<OutMessage>,
+    pub events: Vec<NewEvent>,
+    pub roles: Vec<RoleChange>,
+    pub delivery: Option<DeliveryUpdate>,
+}
+
+impl Commit {
+    /// A commit of only the audit record and the processed marker, plus
+    /// the given messages (an error reply).
+    pub fn only_audit(
+        processed: Option<String>,
+        audit: AuditRecord,
+        messages: Vec<OutMessage>,
+    ) -> Self {
+        Self {
+            processed,
+            audit,
+            kv: None,
+            messages,
+            events: Vec::new(),
+            roles: Vec::new(),
+            delivery: None,
+        }
+    }
+}
+
+/// Versions of kv rows: strictly increasing within the process and unlikely
+/// to repeat across processes, so a delete and re-create never looks
+/// unchanged to a concurrent reader.
+fn next_stamp(now_ms: i64) -> i64 {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let candidate = now_ms.saturating_mul(1000);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = candidate.max(last + 1);
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+impl Db {
+    /// Commits `c` in one transaction.
+    pub async fn commit(&self, c: &Commit) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let now = c.audit.at_ms;
+        if let Some(id) = &c.processed {
+            let inserted = sqlx::query(
+                "INSERT INTO processed_messages (message_id, processed_ms) VALUES ($1, $2) \
+                 ON CONFLICT (message_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            if inserted.rows_affected() == 0 {
+                return Err(StoreError::Duplicate(id.clone()));
+            }
+        }
+        if let Some(changes) = &c.kv {
+            kv::apply(&mut tx, changes, next_stamp(now)).await?;
+        }
+        for m in &c.messages {
+            outbox::insert(&mut tx, m, now).await.map_err(classify)?;
+        }
+        for e in &c.events {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO events (created_ms, topic, payload, source_plugin, depth) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(now)
+            .bind(&e.topic)
+            .bind(&e.payload)
+            .bind(&e.source_plugin)
+            .bind(e.depth)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+            for plugin in &e.subscribers {
+                sqlx::query("INSERT INTO event_deliveries (event_id, plugin) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(plugin)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+        for r in &c.roles {
+            let q = match r {
+                RoleChange::Grant { user, role, by } => sqlx::query(
+                    "INSERT INTO roles (user_id, role, granted_by, granted_ms) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (user_id, role) DO NOTHING",
+                )
+                .bind(user)
+                .bind(role)
+                .bind(by)
+                .bind(now),
+                RoleChange::Revoke { user, role } => {
+                    sqlx::query("DELETE FROM roles WHERE user_id = $1 AND role = $2").bind(user).bind(role)
+                }
+            };
+            q.execute(&mut *tx).await.map_err(classify)?;
+        }
+        match &c.delivery {
+            None => {}
+            Some(DeliveryUpdate::Done { event_id, plugin }) => {
+                sqlx::query(
+                    "UPDATE event_deliveries SET state = 'done', attempts = attempts + 1 \
+                     WHERE event_id = $1 AND plugin = $2",
+                )
+                .bind(event_id)
+                .bind(plugin)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            }
+            Some(DeliveryUpdate::Failed {
+                event_id,
+                plugin,
+                error,
+                give_up,
+            }) => {
+                sqlx::query(
+                    "UPDATE event_deliveries SET attempts = attempts + 1, last_error = $1, state = $2 \
+                     WHERE event_id = $3 AND plugin = $4",
+                )
+                .bind(error)
+                .bind(if *give_up { "failed" } else { "pending" })
+                .bind(event_id)
+                .bind(plugin)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            }
+        }
+        audit::insert(&mut tx, &c.audit).await.map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(())
+    }
+
+    /// Whether a chat message was already handled.
+    pub async fn is_processed(&self, message_id: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT processed_ms FROM processed_messages WHERE message_id = $1")
+                .bind(message_id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(found.is_some())
+    }
+}

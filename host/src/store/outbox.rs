@@ -1,0 +1,107 @@
+//! The outbox: messages produced by a committed transaction, delivered
+//! afterwards and retried until the chat adapter accepts them.
+
+use sqlx::Row;
+
+use super::{Db, StoreError};
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Room(String),
+    /// A direct message to this user.
+    User(String),
+}
+
+/// A message to deliver after commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutMessage {
+    pub target: Target,
+    /// Markdown.
+    pub body: String,
+    /// The chat message this answers, so adapters can thread the reply.
+    pub reply_to: Option<String>,
+}
+
+/// A stored message not yet delivered.
+#[derive(Debug, Clone)]
+pub struct PendingMessage {
+    pub id: i64,
+    pub message: OutMessage,
+    pub attempts: i64,
+}
+
+pub(super) async fn insert(
+    tx: &mut sqlx::AnyConnection,
+    m: &OutMessage,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let (kind, target) = match &m.target {
+        Target::Room(r) => ("room", r),
+        Target::User(u) => ("user", u),
+    };
+    sqlx::query(
+        "INSERT INTO outbox (created_ms, target_kind, target, reply_to, body) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(now_ms)
+    .bind(kind)
+    .bind(target)
+    .bind(&m.reply_to)
+    .bind(&m.body)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+impl Db {
+    /// Undelivered messages, oldest first.
+    pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<PendingMessage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, target_kind, target, reply_to, body, attempts FROM outbox \
+             WHERE delivered_ms IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let target: String = r.get(2);
+                let kind: String = r.get(1);
+                PendingMessage {
+                    id: r.get(0),
+                    message: OutMessage {
+                        target: if kind == "user" {
+                            Target::User(target)
+                        } else {
+                            Target::Room(target)
+                        },
+                        reply_to: r.get(3),
+                        body: r.get(4),
+                    },
+                    attempts: r.get(5),
+                }
+            })
+            .collect())
+    }
+
+    /// Marks a message delivered so it is never sent again.
+    pub async fn outbox_delivered(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET delivered_ms = $1, attempts = attempts + 1 WHERE id = $2")
+            .bind(now_ms)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed delivery attempt; the message stays pending.
+    pub async fn outbox_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2")
+            .bind(error)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}

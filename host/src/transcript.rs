@@ -1,0 +1,338 @@
+//! Chat transcripts: a plugin's behaviour written as a conversation and
+//! replayed through the real host and the console adapter.
+//!
+//! ```text
+//! % [plugins.points.config.awards]     <- TOML added to the test config
+//! % "release.finished" = 3
+//! > @alice:local !points               <- a message from a user
+//! < @alice:local: 0 points             <- a regex the next reply must match
+//! ~ restart                            <- stop the bot and start it again
+//! # a comment
+//! ```
+//!
+//! Every reply must be matched, in order: a reply nobody expected fails
+//! the transcript, which is how "answered exactly once" is tested.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use regex::Regex;
+
+use crate::bot::Bot;
+use crate::chat::console::{Console, RecordingSink};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, GRANTABLE};
+
+/// One line of a transcript that does something.
+#[derive(Debug)]
+enum Step {
+    Say {
+        line: usize,
+        user: String,
+        text: String,
+    },
+    Expect {
+        line: usize,
+        pattern: Regex,
+    },
+    Restart {
+        line: usize,
+    },
+}
+
+/// A parsed transcript.
+#[derive(Debug)]
+pub struct Transcript {
+    pub path: PathBuf,
+    overlay: String,
+    steps: Vec<Step>,
+}
+
+/// Where a transcript runs.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Folder of `*.wasm` plugins, named `<plugin>.wasm`.
+    pub plugins_dir: PathBuf,
+    /// A database URL to use; none means a fresh SQLite file.
+    pub database_url: Option<String>,
+}
+
+/// Why a transcript failed, with the file and line.
+#[derive(Debug)]
+pub struct Failure {
+    pub path: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Transcript {
+    /// Reads and parses a `.chat` file.
+    pub fn load(path: &Path) -> Result<Self, Failure> {
+        let text = std::fs::read_to_string(path).map_err(|e| Failure {
+            path: path.into(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses transcript text; `path` is for messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Failure> {
+        let fail = |line: usize, message: String| Failure {
+            path: path.into(),
+            line,
+            message,
+        };
+        let mut overlay = String::new();
+        let mut steps = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let trimmed = raw.trim_end();
+            if trimmed.trim().is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let (marker, rest) = trimmed.split_at(1);
+            let rest = rest.strip_prefix(' ').unwrap_or(rest);
+            match marker {
+                "%" => {
+                    overlay.push_str(rest);
+                    overlay.push('\n');
+                }
+                ">" => {
+                    let (user, text) = rest
+                        .split_once(' ')
+                        .ok_or_else(|| fail(line, "write `> @user:server message`".into()))?;
+                    if !crate::roles::is_user_id(user) {
+                        return Err(fail(
+                            line,
+                            format!("{user:?} is not a user id like @alice:local"),
+                        ));
+                    }
+                    steps.push(Step::Say {
+                        line,
+                        user: user.into(),
+                        text: text.into(),
+                    });
+                }
+                "<" => {
+                    let pattern =
+                        Regex::new(rest).map_err(|e| fail(line, format!("bad pattern: {e}")))?;
+                    steps.push(Step::Expect { line, pattern });
+                }
+                "~" if rest.trim() == "restart" => steps.push(Step::Restart { line }),
+                _ => {
+                    return Err(fail(
+                        line,
+                        "lines start with `>`, `<`, `~ restart`, `%` or `#`".into(),
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            path: path.into(),
+            overlay,
+            steps,
+        })
+    }
+
+    /// The config this transcript runs with: every plugin in the folder
+    /// granted everything, `@root:local` an admin, plus the `%` lines.
+    fn config(&self, setup: &Setup, data_dir: &Path) -> Result<Config, Failure> {
+        let fail = |message: String| Failure {
+            path: self.path.clone(),
+            line: 0,
+            message,
+        };
+        let mut base = toml::Table::new();
+        let db = setup
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("ikkyu.db").display()));
+        base.insert(
+            "database".into(),
+            toml::Value::Table(toml::toml! { url = db }),
+        );
+        let dir = setup.plugins_dir.display().to_string();
+        base.insert(
+            "runtime".into(),
+            toml::Value::Table(toml::toml! { plugins_dir = dir }),
+        );
+        base.insert(
+            "roles".into(),
+            toml::Value::Table(toml::toml! { admin = ["@root:local"] }),
+        );
+        let mut plugins = toml::Table::new();
+        let all: Vec<toml::Value> = GRANTABLE
+            .iter()
+            .map(|g| toml::Value::String((*g).into()))
+            .collect();
+        for entry in std::fs::read_dir(&setup.plugins_dir)
+            .map_err(|e| {
+                fail(format!(
+                    "cannot read plugins folder {:?}: {e}",
+                    setup.plugins_dir
+                ))
+            })?
+            .filter_map(Result::ok)
+        {
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "wasm")
+                && let Some(stem) = path.file_stem()
+            {
+                let mut section = toml::Table::new();
+                section.insert("grants".into(), toml::Value::Array(all.clone()));
+                plugins.insert(stem.to_string_lossy().into(), toml::Value::Table(section));
+            }
+        }
+        base.insert("plugins".into(), toml::Value::Table(plugins));
+        let overlay: toml::Table = toml::from_str(&self.overlay)
+            .map_err(|e| fail(format!("the `%` config lines are not TOML: {e}")))?;
+        merge(&mut base, overlay);
+        let text = toml::to_string(&base).map_err(|e| fail(e.to_string()))?;
+        Config::parse(&text, &self.path, data_dir).map_err(|e| fail(e.to_string()))
+    }
+
+    /// Replays the transcript; the number of steps run on success.
+    pub async fn run(&self, setup: &Setup) -> Result<usize, Failure> {
+        let data = tempfile::tempdir().map_err(|e| Failure {
+            path: self.path.clone(),
+            line: 0,
+            message: format!("temp dir: {e}"),
+        })?;
+        let config = self.config(setup, data.path())?;
+        let clock: SharedClock = Arc::new(SystemClock);
+        let sink = RecordingSink::default();
+        let start = |line: usize| {
+            let (config, sink, clock) = (&config, sink.clone(), clock.clone());
+            async move {
+                Bot::start(config, Arc::new(sink), clock)
+                    .await
+                    .map_err(|e| Failure {
+                        path: self.path.clone(),
+                        line,
+                        message: format!("bot did not start: {e:#}"),
+                    })
+            }
+        };
+        let mut bot = start(0).await?;
+        let console = Console::new(clock.now_ms());
+        let mut replies: VecDeque<String> = VecDeque::new();
+        let mut last_line = 0;
+        for step in &self.steps {
+            match step {
+                Step::Say { line, user, text } => {
+                    self.no_leftovers(&replies, *line)?;
+                    let msg = console.message(user, text, clock.now_ms());
+                    bot.handle(&msg).await.map_err(|e| Failure {
+                        path: self.path.clone(),
+                        line: *line,
+                        message: format!("the host failed: {e:#}"),
+                    })?;
+                    replies.extend(sink.take());
+                    last_line = *line;
+                }
+                Step::Expect { line, pattern } => {
+                    let Some(reply) = replies.pop_front() else {
+                        return Err(Failure {
+                            path: self.path.clone(),
+                            line: *line,
+                            message: format!(
+                                "expected a reply matching /{pattern}/ to line {last_line}, but there was none"
+                            ),
+                        });
+                    };
+                    if !pattern.is_match(&reply) {
+                        return Err(Failure {
+                            path: self.path.clone(),
+                            line: *line,
+                            message: format!(
+                                "expected a reply matching /{pattern}/, got:\n{reply}"
+                            ),
+                        });
+                    }
+                }
+                Step::Restart { line } => {
+                    self.no_leftovers(&replies, *line)?;
+                    bot.shutdown().await;
+                    bot = start(*line).await?;
+                    replies.extend(sink.take());
+                }
+            }
+        }
+        self.no_leftovers(&replies, last_line)?;
+        bot.shutdown().await;
+        Ok(self.steps.len())
+    }
+
+    fn no_leftovers(&self, replies: &VecDeque<String>, line: usize) -> Result<(), Failure> {
+        match replies.front() {
+            None => Ok(()),
+            Some(extra) => Err(Failure {
+                path: self.path.clone(),
+                line,
+                message: format!(
+                    "{} unexpected repl{} before this line, the first:\n{extra}",
+                    replies.len(),
+                    if replies.len() == 1 { "y" } else { "ies" }
+                ),
+            }),
+        }
+    }
+}
+
+/// Deep-merges `overlay` into `base`: tables merge, other values replace.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_steps_and_overlay() {
+        let t = Transcript::parse(
+            Path::new("t.chat"),
+            "# c\n% [roles]\n% ops = [\"@o:local\"]\n> @a:local !points\n< 0 points\n~ restart\n",
+        )
+        .expect("valid");
+        assert_eq!(t.steps.len(), 3);
+        assert!(t.overlay.contains("ops"));
+    }
+
+    #[test]
+    fn bad_lines_are_reported_with_their_number() {
+        let err =
+            Transcript::parse(Path::new("t.chat"), "> @a:local !x\n? what\n").expect_err("bad");
+        assert_eq!(err.line, 2);
+        let err = Transcript::parse(Path::new("t.chat"), "> alice !x\n").expect_err("bad user");
+        assert!(err.message.contains("not a user id"), "{err}");
+    }
+
+    #[test]
+    fn merge_is_deep() {
+        let mut base: toml::Table = toml::from_str("[a]\nx = 1\ny = 2").expect("toml");
+        merge(
+            &mut base,
+            toml::from_str("[a]\ny = 3\n[b]\nz = 4").expect("toml"),
+        );
+        assert_eq!(base.to_string(), "[a]\nx = 1\ny = 3\n\n[b]\nz = 4\n");
+    }
+}
