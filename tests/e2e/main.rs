@@ -1,1 +1,5 @@
-fn main() {}
+//! End-to-end tests of ikkyu: the real host, real plugins, real databases.
+//! One binary, one module per area (ripgrep's layout).
+
+mod concurrency;
+mod transcripts;

@@ -1,1 +1,144 @@
+//! Helpers shared by ikkyu's end-to-end tests: building the plugins once,
+//! finding transcripts, and creating throwaway PostgreSQL databases.
+//!
+//! Nothing here fakes a component: plugins are the real wasm files built
+//! by `cargo xtask plugins`, databases are real SQLite files and a real
+//! PostgreSQL server.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::{Context, bail};
+use sqlx::Executor;
+use sqlx::postgres::PgPoolOptions;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A folder holding every plugin, shipped and test-only, as `<name>.wasm`;
+/// built once per test process with `cargo xtask plugins` (a no-op when
+/// nothing changed), so tests always run the current plugin code.
+pub fn plugins_dir() -> anyhow::Result<&'static Path> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| build_plugins().map_err(|e| format!("{e:#}")))
+        .as_deref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn build_plugins() -> anyhow::Result<PathBuf> {
+    let root = root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .current_dir(&root)
+        .args(["xtask", "plugins"])
+        .status()
+        .context("running cargo xtask plugins")?;
+    if !st.success() {
+        bail!("cargo xtask plugins failed with {st}");
+    }
+    let all = root.join("target/all-plugins");
+    std::fs::create_dir_all(&all)?;
+    for dir in ["target/plugins", "target/test-plugins"] {
+        for entry in std::fs::read_dir(root.join(dir))? {
+            let path = entry?.path();
+            if let Some(name) = path.file_name() {
+                std::fs::copy(&path, all.join(name))?;
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Every transcript: each plugin's `tests/*.chat` and the cross-plugin
+/// ones in `tests/transcripts`.
+pub fn transcripts() -> anyhow::Result<Vec<PathBuf>> {
+    let root = root();
+    let mut dirs = vec![root.join("tests/transcripts")];
+    for entry in std::fs::read_dir(root.join("plugins"))? {
+        dirs.push(entry?.path().join("tests"));
+    }
+    let mut files = Vec::new();
+    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|x| x == "chat") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The PostgreSQL server to test against, from IKKYU_TEST_POSTGRES_URL.
+/// None (and a line saying the tests were skipped) when it is not set.
+pub fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("IKKYU_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            println!("skipped {test} on PostgreSQL: IKKYU_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
+/// A database created for one test on the PostgreSQL server and dropped
+/// by [`TempPostgres::drop_db`].
+#[derive(Debug)]
+pub struct TempPostgres {
+    admin_url: String,
+    name: String,
+    /// URL of the new database.
+    pub url: String,
+}
+
+impl TempPostgres {
+    /// Creates an empty database with a unique name.
+    pub async fn create(admin_url: &str) -> anyhow::Result<Self> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!(
+            "ikkyu_test_{}_{}_{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(admin_url)
+            .await?;
+        pool.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await?;
+        pool.close().await;
+        let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    /// Drops the database, closing any connection still open to it.
+    pub async fn drop_db(self) -> anyhow::Result<()> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.admin_url)
+            .await?;
+        pool.execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .await?;
+        pool.close().await;
+        Ok(())
+    }
+}

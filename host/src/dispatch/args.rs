@@ -2,56 +2,36 @@
 //! command's declaration, become the values the plugin receives. Also
 //! renders the usage line every error reply ends with.
 
+use super::parse::Words;
 use crate::roles::is_user_id;
 use crate::runtime::bindings::{Arg, ArgKind, ArgSpec, CommandSpec, FlagSpec, Value};
 
-/// Checks `words` (after the command name) against `spec`. `room` is the
+/// Checks the words after the command name against `spec`. `room` is the
 /// room the command came from, which `here` stands for.
-pub fn bind(spec: &CommandSpec, words: &[String], room: &str) -> Result<Vec<Arg>, String> {
+pub fn bind(spec: &CommandSpec, mut words: Words<'_>, room: &str) -> Result<Vec<Arg>, String> {
     let mut out = Vec::new();
     let mut positional = spec.args.iter().peekable();
     let mut filled_repeated = false;
-    let mut i = 0;
     let mut flags_done = false;
-    while i < words.len() {
-        let word = &words[i];
-        if !flags_done && word == "--" {
+    loop {
+        let mut probe = words.clone();
+        let Some(word) = probe.next() else { break };
+        let word = word?;
+        let is_flag = !flags_done && word.starts_with("--");
+        if !is_flag && let Some(text_arg) = positional.next_if(|a| a.kind == ArgKind::Text) {
+            out.push(Arg {
+                name: text_arg.name.clone(),
+                value: Value::Text(words.rest_as_text()),
+            });
+            break;
+        }
+        words = probe;
+        if word == "--" && !flags_done {
             flags_done = true;
-            i += 1;
             continue;
         }
-        if let Some(name) = word.strip_prefix("--").filter(|_| !flags_done) {
-            let (name, inline) = match name.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_owned())),
-                None => (name, None),
-            };
-            let flag = spec
-                .options
-                .iter()
-                .find(|f| f.name == name)
-                .ok_or_else(|| format!("unknown option --{name}{}", known_flags(&spec.options)))?;
-            if !flag.repeated && out.iter().any(|a: &Arg| a.name == flag.name) {
-                return Err(format!("--{name} is given twice"));
-            }
-            i += 1;
-            let value = match (flag.kind, inline) {
-                (None, None) => Value::Switch,
-                (None, Some(_)) => return Err(format!("--{name} is a switch and takes no value")),
-                (Some(kind), Some(v)) => {
-                    convert(kind, &v, room).map_err(|e| format!("--{name}: {e}"))?
-                }
-                (Some(kind), None) => {
-                    let v = words
-                        .get(i)
-                        .ok_or_else(|| format!("--{name} needs a value"))?;
-                    i += 1;
-                    convert(kind, v, room).map_err(|e| format!("--{name}: {e}"))?
-                }
-            };
-            out.push(Arg {
-                name: flag.name.clone(),
-                value,
-            });
+        if is_flag {
+            out.push(bind_flag(spec, &word[2..], &mut words, &out, room)?);
             continue;
         }
         let Some(spec_arg) = positional.peek().copied() else {
@@ -59,17 +39,8 @@ pub fn bind(spec: &CommandSpec, words: &[String], room: &str) -> Result<Vec<Arg>
                 "unexpected {word:?}; this command takes no more arguments"
             ));
         };
-        if spec_arg.kind == ArgKind::Text {
-            let text = words[i..].join(" ");
-            out.push(Arg {
-                name: spec_arg.name.clone(),
-                value: Value::Text(text),
-            });
-            positional.next();
-            break;
-        }
         let value =
-            convert(spec_arg.kind, word, room).map_err(|e| format!("<{}>: {e}", spec_arg.name))?;
+            convert(spec_arg.kind, &word, room).map_err(|e| format!("<{}>: {e}", spec_arg.name))?;
         out.push(Arg {
             name: spec_arg.name.clone(),
             value,
@@ -79,7 +50,6 @@ pub fn bind(spec: &CommandSpec, words: &[String], room: &str) -> Result<Vec<Arg>
         } else {
             positional.next();
         }
-        i += 1;
     }
     for rest in positional {
         if !rest.optional && !(rest.repeated && filled_repeated) {
@@ -87,6 +57,43 @@ pub fn bind(spec: &CommandSpec, words: &[String], room: &str) -> Result<Vec<Arg>
         }
     }
     Ok(out)
+}
+
+/// One `--name`, `--name value` or `--name=value`.
+fn bind_flag(
+    spec: &CommandSpec,
+    word: &str,
+    words: &mut Words<'_>,
+    seen: &[Arg],
+    room: &str,
+) -> Result<Arg, String> {
+    let (name, inline) = match word.split_once('=') {
+        Some((n, v)) => (n, Some(v.to_owned())),
+        None => (word, None),
+    };
+    let flag = spec
+        .options
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| format!("unknown option --{name}{}", known_flags(&spec.options)))?;
+    if !flag.repeated && seen.iter().any(|a| a.name == flag.name) {
+        return Err(format!("--{name} is given twice"));
+    }
+    let value = match (flag.kind, inline) {
+        (None, None) => Value::Switch,
+        (None, Some(_)) => return Err(format!("--{name} is a switch and takes no value")),
+        (Some(kind), Some(v)) => convert(kind, &v, room).map_err(|e| format!("--{name}: {e}"))?,
+        (Some(kind), None) => {
+            let v = words
+                .next()
+                .ok_or_else(|| format!("--{name} needs a value"))??;
+            convert(kind, &v, room).map_err(|e| format!("--{name}: {e}"))?
+        }
+    };
+    Ok(Arg {
+        name: flag.name.clone(),
+        value,
+    })
 }
 
 fn known_flags(flags: &[FlagSpec]) -> String {
@@ -225,8 +232,8 @@ mod tests {
         }
     }
 
-    fn words(s: &str) -> Vec<String> {
-        s.split(' ').map(str::to_owned).collect()
+    fn words(s: &str) -> Words<'_> {
+        Words::new(s)
     }
 
     fn values(args: &[Arg]) -> Vec<(String, Value)> {
@@ -239,7 +246,7 @@ mod tests {
     fn binds_typed_values_and_rest_of_line() {
         let got = bind(
             &give(),
-            &words("--every 2h @bob:x -5 broke the build --not-a-flag"),
+            words("--every 2h @bob:x -5 broke the build --not-a-flag"),
             "!r:x",
         )
         .expect("valid");
@@ -271,7 +278,7 @@ mod tests {
             ("--quiet --quiet @bob:x 5 x", "given twice"),
         ];
         for (input, expected) in cases {
-            let err = bind(&give(), &words(input), "!r:x").expect_err(input);
+            let err = bind(&give(), words(input), "!r:x").expect_err(input);
             assert!(err.contains(expected), "{input:?} gave {err:?}");
         }
     }
@@ -289,10 +296,10 @@ mod tests {
             options: vec![],
             role: None,
         };
-        let got = bind(&spec, &words("web @a:x @b:x"), "!r:x").expect("valid");
+        let got = bind(&spec, words("web @a:x @b:x"), "!r:x").expect("valid");
         assert_eq!(got.len(), 3);
         assert!(
-            bind(&spec, &words("web"), "!r:x")
+            bind(&spec, words("web"), "!r:x")
                 .expect_err("needs users")
                 .contains("missing <users>")
         );
@@ -301,10 +308,10 @@ mod tests {
             ..spec
         };
         assert_eq!(
-            values(&bind(&room, &words("here"), "!r:x").expect("here"))[0].1,
+            values(&bind(&room, words("here"), "!r:x").expect("here"))[0].1,
             Value::Text("!r:x".into())
         );
-        assert!(bind(&room, &[], "!r:x").expect("optional").is_empty());
+        assert!(bind(&room, words(""), "!r:x").expect("optional").is_empty());
     }
 
     #[test]

@@ -29,7 +29,10 @@ use crate::store::{
 };
 
 /// How many times a call whose reads went stale is re-run before giving up.
-const CONFLICT_RETRIES: usize = 5;
+/// Each retry waits a random, growing moment so contenders spread out.
+const CONFLICT_RETRIES: u32 = 16;
+/// Command names have at most this many words (`role grant`).
+const MAX_NAME_WORDS: usize = 4;
 
 /// What became of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,20 +124,22 @@ impl Dispatcher {
             line: line.to_owned(),
             started: Instant::now(),
         };
-        let words = match parse::split(line) {
-            Ok(words) => words,
+        let mut words = parse::Words::new(line);
+        let head: Vec<String> = match words.clone().take(MAX_NAME_WORDS).collect() {
+            Ok(head) => head,
             Err(e) => {
                 return self
                     .refuse(&req, None, Decision::NotChecked, Outcome::Error, e)
                     .await;
             }
         };
-        let Some((entry, used)) = self.table.lookup(&words) else {
-            let reply = self.unknown_reply(&words);
+        let Some((entry, used)) = self.table.lookup(&head) else {
+            let reply = self.unknown_reply(&head);
             return self
                 .refuse(&req, None, Decision::NotChecked, Outcome::Unknown, reply)
                 .await;
         };
+        words.by_ref().take(used).for_each(drop);
         let spec = entry.spec.clone();
         let owner = entry.owner.clone();
         let held = self.directory.held(&msg.sender).await?;
@@ -153,7 +158,7 @@ impl Dispatcher {
                 .refuse(&req, Some(&owner), Decision::Denied, Outcome::Denied, reply)
                 .await;
         }
-        let args = match args::bind(&spec, &words[used..], &msg.room) {
+        let args = match args::bind(&spec, words, &msg.room) {
             Ok(args) => args,
             Err(e) => {
                 let reply = format!("{e}\nusage: `{}`", usage(&self.prefix, &spec));
@@ -294,7 +299,10 @@ impl Dispatcher {
         args: Vec<Arg>,
     ) -> anyhow::Result<Handled> {
         let owner = Owner::Plugin(plugin.clone());
-        for _ in 0..CONFLICT_RETRIES {
+        for attempt in 0..CONFLICT_RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt, &req.msg.id)).await;
+            }
             let invocation = Invocation {
                 message_id: req.msg.id.clone(),
                 sender: req.msg.sender.clone(),
@@ -376,6 +384,16 @@ impl Dispatcher {
             delivery: None,
         }
     }
+}
+
+/// A jittered, exponentially growing pause before retry `attempt` (at
+/// most ~64 ms), different for each message so contenders do not collide
+/// again in lockstep.
+fn backoff(attempt: u32, salt: &str) -> std::time::Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let ceiling_us = 500u64 << attempt.min(7);
+    let jitter = RandomState::new().hash_one((salt, attempt)) % ceiling_us;
+    std::time::Duration::from_micros(ceiling_us / 2 + jitter / 2)
 }
 
 /// What chat is told about a failed call: short, and nothing from inside

@@ -29,11 +29,79 @@ pub fn recognise<'a>(body: &'a str, prefix: &str, bot_user: &str) -> Option<&'a 
     (!rest.is_empty()).then_some(rest)
 }
 
-/// Splits a command line shell-style: quotes group words, backslashes
-/// escape. An unclosed quote is an error the user must fix.
-pub fn split(line: &str) -> Result<Vec<String>, String> {
-    shlex::split(line)
-        .ok_or_else(|| "a quote is not closed; put a matching \" or ' at the end".to_owned())
+/// One word of a command line, with quotes and escapes removed.
+pub type Word = String;
+
+/// Splits a command line shell-style, one word at a time: quotes group
+/// words, a backslash escapes the next character outside single quotes.
+/// Word by word, because a free-text argument takes the rest of the line
+/// exactly as typed (JSON, apostrophes and all) and must not be split.
+#[derive(Debug, Clone)]
+pub struct Words<'a> {
+    line: &'a str,
+    pos: usize,
+}
+
+impl<'a> Words<'a> {
+    /// Words of `line`.
+    pub fn new(line: &'a str) -> Self {
+        Self { line, pos: 0 }
+    }
+
+    /// The rest of the line, unsplit, without leading spaces.
+    pub fn rest(&self) -> &'a str {
+        self.line[self.pos..].trim()
+    }
+
+    /// The rest as one value: a single quoted word loses its quotes
+    /// (`"fixed the build"`), anything else is kept as typed.
+    pub fn rest_as_text(&self) -> String {
+        let mut probe = self.clone();
+        match (probe.next(), probe.next()) {
+            (Some(Ok(only)), None) => only,
+            _ => self.rest().to_owned(),
+        }
+    }
+}
+
+impl Iterator for Words<'_> {
+    type Item = Result<Word, String>;
+
+    /// The next word; an unclosed quote is an error the user must fix.
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = &self.line[self.pos..];
+        let skipped = rest.len() - rest.trim_start().len();
+        self.pos += skipped;
+        let mut chars = self.line[self.pos..].char_indices().peekable();
+        chars.peek()?;
+        let mut text = String::new();
+        let mut end = self.line.len() - self.pos;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                c if c.is_whitespace() => {
+                    end = i;
+                    break;
+                }
+                '\'' | '"' => loop {
+                    match chars.next() {
+                        None => {
+                            self.pos = self.line.len();
+                            return Some(Err(format!(
+                                "a quote is not closed; put a matching {c} at the end"
+                            )));
+                        }
+                        Some((_, q)) if q == c => break,
+                        Some((_, '\\')) if c == '"' => text.extend(chars.next().map(|(_, e)| e)),
+                        Some((_, other)) => text.push(other),
+                    }
+                },
+                '\\' => text.extend(chars.next().map(|(_, e)| e)),
+                other => text.push(other),
+            }
+        }
+        self.pos += end;
+        Some(Ok(text))
+    }
 }
 
 #[cfg(test)]
@@ -64,10 +132,28 @@ mod tests {
 
     #[test]
     fn quotes_group_words() {
+        let words: Result<Vec<Word>, String> =
+            Words::new(r#"points give  @b:x 5 "fixed the build" it\'s"#).collect();
         assert_eq!(
-            split(r#"points give @b:x 5 "fixed the build""#).expect("valid"),
-            vec!["points", "give", "@b:x", "5", "fixed the build"]
+            words.expect("valid"),
+            vec!["points", "give", "@b:x", "5", "fixed the build", "it's"]
         );
-        assert!(split("give \"unclosed").is_err());
+        let err: Result<Vec<Word>, String> = Words::new("give \"unclosed").collect();
+        assert!(err.expect_err("unclosed").contains("quote is not closed"));
+    }
+
+    #[test]
+    fn the_rest_of_the_line_is_kept_as_typed() {
+        let mut w = Words::new(r#"emit release.finished {"initiator": "@b:x"}"#);
+        assert_eq!(w.next(), Some(Ok("emit".into())));
+        assert_eq!(w.next(), Some(Ok("release.finished".into())));
+        assert_eq!(w.rest_as_text(), r#"{"initiator": "@b:x"}"#);
+        let mut w = Words::new("announce here it's time");
+        w.next();
+        w.next();
+        assert_eq!(w.rest_as_text(), "it's time");
+        let mut w = Words::new(r#"give "fixed the build" "#);
+        w.next();
+        assert_eq!(w.rest_as_text(), "fixed the build");
     }
 }

@@ -9,8 +9,9 @@ wasmtime::component::bindgen!({
     world: "plugin",
     imports: { default: async | trappable },
     exports: { default: async },
+    additional_derives: [PartialEq, Eq],
 });
 
-pub use ikkyu::plugin::types::{
+pub use self::ikkyu::plugin::types::{
     Arg, ArgKind, ArgSpec, CommandError, CommandSpec, FlagSpec, Invocation, PluginInfo, Value,
 };
