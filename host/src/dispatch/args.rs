@@ -52,7 +52,8 @@ pub fn bind(spec: &CommandSpec, mut words: Words<'_>, room: &str) -> Result<Vec<
         }
     }
     for rest in positional {
-        if !rest.optional && !(rest.repeated && filled_repeated) {
+        let satisfied = rest.optional || (rest.repeated && filled_repeated);
+        if !satisfied {
             return Err(format!("missing <{}> ({})", rest.name, rest.summary));
         }
     }

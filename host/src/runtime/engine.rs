@@ -28,8 +28,9 @@ pub fn build(slots: u32, memory_bytes: usize) -> anyhow::Result<Engine> {
         .max_tables_per_component(16)
         .max_core_instances_per_component(16)
         .max_memory_size(memory_bytes);
-    match Engine::new(&base_config().allocation_strategy(InstanceAllocationStrategy::Pooling(pool)))
-    {
+    let mut pooled = base_config();
+    pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    match Engine::new(&pooled) {
         Ok(engine) => Ok(engine),
         Err(e) => {
             tracing::warn!(

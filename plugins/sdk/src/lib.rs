@@ -95,10 +95,26 @@ impl<P: Plugin> Guest for Exported<P> {
 
 /// Exports a type implementing [`Plugin`] as the component's `guest`.
 ///
-/// ```ignore
-/// struct Points;
-/// impl ikkyu_plugin_sdk::Plugin for Points { /* ... */ }
-/// ikkyu_plugin_sdk::export_plugin!(Points);
+/// A whole plugin, built with `cargo build --target wasm32-wasip2`:
+///
+/// ```
+/// use ikkyu_plugin_sdk::*;
+///
+/// struct Hello;
+///
+/// impl Plugin for Hello {
+///     fn describe() -> PluginInfo {
+///         Info::new("hello", "0.1.0")
+///             .command(Command::new("hello", "greets you").optional("who", ArgKind::User, "whom to greet"))
+///             .build()
+///     }
+///
+///     fn handle_command(inv: Invocation, _command: &str, args: Args) -> Result<String, CommandError> {
+///         Ok(format!("hello, {}", args.text("who").unwrap_or(&inv.sender)))
+///     }
+/// }
+///
+/// export_plugin!(Hello);
 /// ```
 #[macro_export]
 macro_rules! export_plugin {

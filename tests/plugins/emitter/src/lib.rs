@@ -2,6 +2,9 @@
 //! can drive other plugins' event handlers and prove that a failing call
 //! commits nothing. Built by the test setup; never loaded by default.
 
+// Natively (clippy, `cargo test --workspace`) nothing is exported.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
 use ikkyu_plugin_sdk::{
     ArgKind, Args, Command, CommandError, Info, Invocation, Plugin, PluginInfo, chat, events,
     export_plugin, failed, kv,

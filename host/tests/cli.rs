@@ -1,0 +1,123 @@
+//! The `ikkyu` binary as an operator runs it: console through a pipe,
+//! `migrate`, `test` and config errors.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn plugins_dir() -> std::path::PathBuf {
+    // Built by `cargo xtask plugins`, which CI runs before the tests.
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins")
+}
+
+fn ikkyu(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ikkyu"))
+        .current_dir(dir)
+        .args(args)
+        .env("IKKYU_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ikkyu starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("ikkyu exits")
+}
+
+fn write_config(dir: &Path) {
+    let text = format!(
+        "[runtime]\nplugins_dir = {:?}\n[roles]\nadmin = [\"@alice:local\"]\n\
+         [plugins.points]\ngrants = [\"chat\", \"kv\", \"events\", \"directory\", \"config\", \"log\"]\n",
+        plugins_dir()
+    );
+    std::fs::write(dir.join("ikkyu.toml"), text).expect("write config");
+}
+
+#[test]
+fn console_through_a_pipe_keeps_points_across_runs() {
+    if !plugins_dir().join("points.wasm").exists() {
+        panic!("target/plugins/points.wasm is missing; run `cargo xtask plugins` first");
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_config(dir.path());
+    let out = ikkyu(
+        dir.path(),
+        &["console", "--as", "@alice:local"],
+        "!points give @bob:local 5 \"fixed the build\"\n/as @bob:local\n!points\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "@bob:local +5 points (fixed the build); now 5\n@bob:local: 5 points, rank 1 of 1\n"
+    );
+
+    let out = ikkyu(dir.path(), &["console", "--as", "@bob:local"], "!points\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "@bob:local: 5 points, rank 1 of 1\n"
+    );
+    assert!(
+        dir.path().join("ikkyu.db").exists(),
+        "the database is next to the config"
+    );
+}
+
+#[test]
+fn a_bad_config_names_the_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("ikkyu.toml"),
+        "[runtime]\nmemory_limit_mb = 0\n",
+    )
+    .expect("write");
+    let out = ikkyu(dir.path(), &["--config", "ikkyu.toml", "migrate"], "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("runtime.memory_limit_mb") && stderr.contains("outside 1..=4096"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn migrate_creates_the_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_config(dir.path());
+    let out = ikkyu(dir.path(), &["migrate"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is up to date"));
+    assert!(dir.path().join("ikkyu.db").exists());
+}
+
+#[test]
+fn test_command_reports_a_failing_transcript() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_config(dir.path());
+    std::fs::write(
+        dir.path().join("bad.chat"),
+        "> @a:local !points\n< 42 points\n",
+    )
+    .expect("write");
+    let out = ikkyu(dir.path(), &["test", "bad.chat"], "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL bad.chat:2: expected a reply matching /42 points/"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+}
