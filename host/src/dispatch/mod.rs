@@ -30,7 +30,9 @@ use crate::store::{
 
 /// How many times a call whose reads went stale is re-run before giving up.
 /// Each retry waits a random, growing moment so contenders spread out.
-const CONFLICT_RETRIES: u32 = 16;
+const CONFLICT_RETRIES: u32 = 32;
+/// After this many conflicts a call queues in its plugin's retry lane.
+const LANE_AFTER: u32 = 2;
 /// Command names have at most this many words (`role grant`).
 const MAX_NAME_WORDS: usize = 4;
 
@@ -56,6 +58,11 @@ pub struct Dispatcher {
     clock: SharedClock,
     pub(crate) known_roles: BTreeSet<String>,
     pub(crate) load_errors: Vec<String>,
+    /// Per plugin: calls that already lost two commits to concurrent
+    /// changes retry one at a time, so a hot key cannot starve anyone.
+    /// First attempts never wait here; it is the contention fallback of
+    /// optimistic concurrency, not a lock around plugin calls.
+    retry_lanes: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -100,7 +107,16 @@ impl Dispatcher {
             clock: p.clock,
             known_roles: p.known_roles,
             load_errors: p.load_errors,
+            retry_lanes: std::sync::Mutex::default(),
         }
+    }
+
+    fn retry_lane(&self, plugin: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut lanes = self
+            .retry_lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        lanes.entry(plugin.to_owned()).or_default().clone()
     }
 
     /// The built-in command declarations.
@@ -299,9 +315,13 @@ impl Dispatcher {
         args: Vec<Arg>,
     ) -> anyhow::Result<Handled> {
         let owner = Owner::Plugin(plugin.clone());
+        let mut lane = None;
         for attempt in 0..CONFLICT_RETRIES {
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt, &req.msg.id)).await;
+            }
+            if attempt == LANE_AFTER {
+                lane = Some(self.retry_lane(&plugin.name).lock_owned().await);
             }
             let invocation = Invocation {
                 message_id: req.msg.id.clone(),
@@ -349,6 +369,7 @@ impl Dispatcher {
             );
             return self.finish(commit, outcome_kind).await;
         }
+        drop(lane);
         let reply = "too many changes to the same data at once; please try again".to_owned();
         self.refuse(req, Some(&owner), Decision::Allowed, Outcome::Error, reply)
             .await
@@ -391,7 +412,7 @@ impl Dispatcher {
 /// again in lockstep.
 fn backoff(attempt: u32, salt: &str) -> std::time::Duration {
     use std::hash::{BuildHasher, RandomState};
-    let ceiling_us = 500u64 << attempt.min(7);
+    let ceiling_us = 500u64 << attempt.min(6);
     let jitter = RandomState::new().hash_one((salt, attempt)) % ceiling_us;
     std::time::Duration::from_micros(ceiling_us / 2 + jitter / 2)
 }
