@@ -156,6 +156,7 @@ impl Bot {
                 let update = DeliveryUpdate::Failed {
                     event_id: d.event_id,
                     plugin: d.plugin.clone(),
+                    attempts: d.attempts,
                     error: "the plugin is not loaded".into(),
                     give_up: d.attempts + 1 >= MAX_DELIVERY_ATTEMPTS,
                 };
@@ -210,6 +211,7 @@ impl Bot {
                             delivery: Some(DeliveryUpdate::Done {
                                 event_id: d.event_id,
                                 plugin: d.plugin.clone(),
+                                attempts: d.attempts,
                             }),
                         }
                     }
@@ -252,6 +254,7 @@ impl Bot {
         let update = DeliveryUpdate::Failed {
             event_id: d.event_id,
             plugin: d.plugin.clone(),
+            attempts: d.attempts,
             error: error.clone(),
             give_up: d.attempts + 1 >= MAX_DELIVERY_ATTEMPTS,
         };

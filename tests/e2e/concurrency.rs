@@ -87,6 +87,38 @@ async fn a_message_is_answered_once(db_url: &str, data: &Path) -> anyhow::Result
     Ok(())
 }
 
+/// Concurrent commands each flush pending event deliveries; every event
+/// must still change points exactly once.
+async fn each_event_is_delivered_once(db_url: &str, data: &Path) -> anyhow::Result<()> {
+    let (bot, sink) = bot(db_url, data).await?;
+    let bot = Arc::new(bot);
+    let console = Console::new(3);
+    let n = 12;
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let msg = console.message(
+            "@alice:local",
+            r#"!emit release.finished {"initiator": "@bob:local"}"#,
+            0,
+        );
+        let bot = bot.clone();
+        tasks.push(tokio::spawn(async move { bot.handle(&msg).await }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    bot.flush().await?;
+    sink.take();
+    bot.handle(&console.message("@bob:local", "!points", 0))
+        .await?;
+    assert_eq!(
+        sink.take(),
+        vec![format!("@bob:local: {} points, rank 1 of 1", n * 10)]
+    );
+    bot.shutdown().await;
+    Ok(())
+}
+
 fn sqlite(data: &Path) -> String {
     format!("sqlite://{}", data.join("ikkyu.db").display())
 }
@@ -123,6 +155,24 @@ async fn a_message_is_answered_once_on_postgres() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let db = TempPostgres::create(&url).await?;
     let result = a_message_is_answered_once(&db.url, data.path()).await;
+    db.drop_db().await?;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_is_delivered_once_on_sqlite() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    each_event_is_delivered_once(&sqlite(data.path()), data.path()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_is_delivered_once_on_postgres() -> anyhow::Result<()> {
+    let Some(url) = postgres_url("event delivery") else {
+        return Ok(());
+    };
+    let data = tempfile::tempdir()?;
+    let db = TempPostgres::create(&url).await?;
+    let result = each_event_is_delivered_once(&db.url, data.path()).await;
     db.drop_db().await?;
     result
 }

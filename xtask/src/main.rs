@@ -147,5 +147,51 @@ fn ci(root: &Path) -> anyhow::Result<()> {
             "postgres://postgres@127.0.0.1:5432/test",
         );
     }
-    status(&mut test)
+    let (passed, failed) = run_counting(&mut test)?;
+    // cargo's own last line is often an empty doc-test binary; this total
+    // is what the run really did.
+    println!("ci: {passed} passed, {failed} failed");
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// Runs `cmd`, echoing its output, and adds up cargo's `test result` lines.
+fn run_counting(cmd: &mut Command) -> anyhow::Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("xtask: running {cmd:?}");
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let stdout = child.stdout.take().context("cargo test has no stdout")?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            passed += count(rest, "passed");
+            failed += count(rest, "failed");
+        }
+    }
+    let st = child.wait()?;
+    if !st.success() {
+        println!("ci: {passed} passed, {failed} failed");
+        bail!("cargo test failed with {st}");
+    }
+    Ok((passed, failed))
+}
+
+/// The number before `label` in `ok. 7 passed; 0 failed; ...`.
+fn count(text: &str, label: &str) -> u64 {
+    text.split(';')
+        .map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+        })
+        .find_map(|part| part.strip_suffix(label))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -29,17 +29,21 @@ pub enum RoleChange {
     },
 }
 
-/// What became of one event delivery.
+/// What became of one event delivery. `attempts` is the count read before
+/// the call: the update applies only if nobody else finished or retried
+/// the delivery meanwhile, so two concurrent flushes cannot both commit it.
 #[derive(Debug, Clone)]
 pub enum DeliveryUpdate {
     Done {
         event_id: i64,
         plugin: String,
+        attempts: i64,
     },
     /// Failed; tried again later unless `give_up`.
     Failed {
         event_id: i64,
         plugin: String,
+        attempts: i64,
         error: String,
         give_up: bool,
     },
@@ -157,36 +161,44 @@ impl Db {
             };
             q.execute(&mut *tx).await.map_err(classify)?;
         }
-        match &c.delivery {
-            None => {}
-            Some(DeliveryUpdate::Done { event_id, plugin }) => {
-                sqlx::query(
-                    "UPDATE event_deliveries SET state = 'done', attempts = attempts + 1 \
-                     WHERE event_id = $1 AND plugin = $2",
-                )
-                .bind(event_id)
-                .bind(plugin)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            }
-            Some(DeliveryUpdate::Failed {
-                event_id,
-                plugin,
-                error,
-                give_up,
-            }) => {
-                sqlx::query(
-                    "UPDATE event_deliveries SET attempts = attempts + 1, last_error = $1, state = $2 \
-                     WHERE event_id = $3 AND plugin = $4",
-                )
-                .bind(error)
-                .bind(if *give_up { "failed" } else { "pending" })
-                .bind(event_id)
-                .bind(plugin)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+        if let Some(update) = &c.delivery {
+            let (event_id, plugin, attempts, state, error) = match update {
+                DeliveryUpdate::Done {
+                    event_id,
+                    plugin,
+                    attempts,
+                } => (event_id, plugin, attempts, "done", None),
+                DeliveryUpdate::Failed {
+                    event_id,
+                    plugin,
+                    attempts,
+                    error,
+                    give_up,
+                } => (
+                    event_id,
+                    plugin,
+                    attempts,
+                    if *give_up { "failed" } else { "pending" },
+                    Some(error),
+                ),
+            };
+            let updated = sqlx::query(
+                "UPDATE event_deliveries SET attempts = attempts + 1, state = $1, \
+                 last_error = COALESCE($2, last_error) \
+                 WHERE event_id = $3 AND plugin = $4 AND state = 'pending' AND attempts = $5",
+            )
+            .bind(state)
+            .bind(error)
+            .bind(event_id)
+            .bind(plugin)
+            .bind(attempts)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            if updated.rows_affected() == 0 {
+                return Err(StoreError::Duplicate(format!(
+                    "event {event_id} for {plugin}"
+                )));
             }
         }
         audit::insert(&mut tx, &c.audit).await.map_err(classify)?;
