@@ -6,7 +6,6 @@
 //! is marked delivered once the adapter accepted it, an event delivery is
 //! marked done in the same transaction as its effects.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +16,8 @@ use crate::chat::{ChatSink, Incoming};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::directory::Directory;
-use crate::dispatch::{CommandTable, Dispatcher, DispatcherParts, Handled, chat_text, detail_of};
+use crate::dispatch::{Dispatcher, Handled, chat_text, detail_of};
+use crate::registry::Registry;
 use crate::runtime::{LoadedPlugin, Runtime};
 use crate::store::{
     AuditRecord, Commit, Db, Decision, DeliveryUpdate, NewEvent, Outcome, StoreError,
@@ -36,7 +36,7 @@ pub struct Bot {
     pub db: Db,
     dispatcher: Dispatcher,
     runtime: Arc<Runtime>,
-    table: Arc<CommandTable>,
+    registry: Arc<Registry>,
     sink: Arc<dyn ChatSink>,
     clock: SharedClock,
     /// Only one outbox flush at a time, so a message is not sent twice by
@@ -61,48 +61,41 @@ impl Bot {
         sink: Arc<dyn ChatSink>,
         clock: SharedClock,
     ) -> anyhow::Result<Self> {
+        let config = Arc::new(config.clone());
         let url = config.database_url()?;
         let db = Db::open(&url)
             .await
             .with_context(|| format!("opening the database {}", redact(&url)))?;
         let directory = Directory::new(db.clone(), config.roles.clone());
-        let runtime = Arc::new(Runtime::new(config, db.clone(), directory.clone())?);
-        let dir: PathBuf = config.plugins_dir();
-        let (loaded, failed) = runtime.load_dir(&dir, config).await?;
-        let load_errors: Vec<String> = failed.iter().map(|e| e.to_string()).collect();
-        for e in &load_errors {
-            tracing::error!("{e}");
-        }
-        for p in &loaded {
-            tracing::info!(plugin = %p.name, version = %p.info.version, "loaded {:?}", p.path);
-        }
-        let plugins: Vec<Arc<LoadedPlugin>> = loaded.into_iter().map(Arc::new).collect();
-        let table = Arc::new(CommandTable::new(Dispatcher::builtin_specs(), plugins));
-        let dispatcher = Dispatcher::new(DispatcherParts {
-            prefix: config.bot.prefix.clone(),
-            bot_user: config.bot.user_id.clone(),
-            table: table.clone(),
-            runtime: runtime.clone(),
-            db: db.clone(),
+        let runtime = Arc::new(Runtime::new(&config, db.clone(), directory.clone())?);
+        let registry = Arc::new(Registry::load(runtime.clone(), config.clone()).await?);
+        let dispatcher = Dispatcher::new(
+            config,
+            registry.clone(),
+            runtime.clone(),
             directory,
-            clock: clock.clone(),
-            known_roles: config.known_roles(),
-            load_errors,
-        });
+            clock.clone(),
+        );
         Ok(Self {
             db,
             dispatcher,
             runtime,
-            table,
+            registry,
             sink,
             clock,
             flushing: Mutex::new(()),
         })
     }
 
+    /// The plugins serving now; also how to reload one.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
     /// Names and versions of the loaded plugins.
     pub fn plugins(&self) -> Vec<(String, String)> {
-        self.table
+        self.registry
+            .current()
             .plugins()
             .iter()
             .map(|p| (p.name.to_string(), p.info.version.clone()))
@@ -150,9 +143,10 @@ impl Bot {
     /// One pass over pending event deliveries; true if any succeeded.
     async fn deliver_events(&self) -> anyhow::Result<bool> {
         let mut progressed = false;
+        let table = self.registry.current();
         for d in self.db.deliveries_pending(BATCH).await? {
             let started = Instant::now();
-            let Some(plugin) = self.table.plugin(&d.plugin).cloned() else {
+            let Some(plugin) = table.plugin(&d.plugin).cloned() else {
                 let update = DeliveryUpdate::Failed {
                     event_id: d.event_id,
                     plugin: d.plugin.clone(),
@@ -193,7 +187,7 @@ impl Bot {
                                 .events
                                 .into_iter()
                                 .map(|(topic, payload)| NewEvent {
-                                    subscribers: self.table.subscribers(&topic),
+                                    subscribers: table.subscribers(&topic),
                                     topic,
                                     payload,
                                     source_plugin: plugin.name.to_string(),

@@ -100,6 +100,10 @@ pub struct RuntimeConfig {
     pub memory_limit_mb: u64,
     /// Plugin calls running at once, across all plugins.
     pub max_concurrent_calls: u32,
+    /// Crashes or timeouts in a row after which a plugin is quarantined.
+    pub quarantine_after: u32,
+    /// Watch the plugins folder and reload a plugin when its file changes.
+    pub watch: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -109,6 +113,8 @@ impl Default for RuntimeConfig {
             call_timeout: Duration::from_secs(5),
             memory_limit_mb: 64,
             max_concurrent_calls: 64,
+            quarantine_after: 5,
+            watch: true,
         }
     }
 }
@@ -247,6 +253,12 @@ impl Config {
             return invalid(
                 "runtime.memory_limit_mb".into(),
                 format!("{} is outside 1..=4096", self.runtime.memory_limit_mb),
+            );
+        }
+        if self.runtime.quarantine_after == 0 {
+            return invalid(
+                "runtime.quarantine_after".into(),
+                "must be at least 1".into(),
             );
         }
         if self.runtime.max_concurrent_calls == 0 {

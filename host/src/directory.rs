@@ -26,6 +26,11 @@ impl Directory {
         }
     }
 
+    /// The database the directory reads.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Roles `user` holds from the config alone.
     pub fn config_roles_of(&self, user: &str) -> BTreeSet<String> {
         self.config_roles

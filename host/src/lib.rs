@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod dispatch;
+pub mod registry;
 pub mod roles;
 pub mod runtime;
 pub mod store;

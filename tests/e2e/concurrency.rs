@@ -6,25 +6,11 @@ use std::sync::Arc;
 
 use ikkyu::bot::Bot;
 use ikkyu::chat::console::{Console, RecordingSink};
-use ikkyu::clock::{SharedClock, SystemClock};
-use ikkyu::config::Config;
 use ikkyu::dispatch::Handled;
-use ikkyu_e2e::{TempPostgres, plugins_dir, postgres_url};
+use ikkyu_e2e::{TempPostgres, postgres_url, sqlite_url, start_bot};
 
 async fn bot(db_url: &str, data: &Path) -> anyhow::Result<(Bot, RecordingSink)> {
-    let text = format!(
-        "[database]\nurl = {db_url:?}\n[runtime]\nplugins_dir = {:?}\n[roles]\nadmin = [\"@root:local\"]\n\
-         [plugins.points]\ngrants = [\"chat\", \"kv\", \"events\", \"directory\", \"config\", \"log\"]\n\
-         [plugins.emitter]\ngrants = [\"chat\", \"kv\", \"events\"]\n",
-        plugins_dir()?
-    );
-    let config = Config::parse(&text, Path::new("test.toml"), data)?;
-    let sink = RecordingSink::default();
-    let clock: SharedClock = Arc::new(SystemClock);
-    Ok((
-        Bot::start(&config, Arc::new(sink.clone()), clock).await?,
-        sink,
-    ))
+    start_bot(db_url, data, "").await
 }
 
 async fn concurrent_gives_all_count(db_url: &str, data: &Path) -> anyhow::Result<()> {
@@ -120,7 +106,7 @@ async fn each_event_is_delivered_once(db_url: &str, data: &Path) -> anyhow::Resu
 }
 
 fn sqlite(data: &Path) -> String {
-    format!("sqlite://{}", data.join("ikkyu.db").display())
+    sqlite_url(data)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

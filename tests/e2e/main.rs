@@ -2,4 +2,5 @@
 //! One binary, one module per area (ripgrep's layout).
 
 mod concurrency;
+mod containment;
 mod transcripts;

@@ -10,7 +10,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
+use ikkyu::bot::Bot;
+use ikkyu::chat::console::RecordingSink;
+use ikkyu::clock::{SharedClock, SystemClock};
+use ikkyu::config::Config;
 use sqlx::Executor;
 use sqlx::postgres::PgPoolOptions;
 
@@ -141,4 +147,33 @@ impl TempPostgres {
         pool.close().await;
         Ok(())
     }
+}
+
+/// Starts a bot on `db_url` with every plugin granted everything,
+/// `@root:local` as admin, and `extra` TOML appended to the config; its
+/// messages are recorded in the returned sink.
+pub async fn start_bot(
+    db_url: &str,
+    data: &Path,
+    extra: &str,
+) -> anyhow::Result<(Bot, RecordingSink)> {
+    let all = r#"grants = ["chat", "kv", "events", "directory", "config", "log"]"#;
+    let text = format!(
+        "[database]\nurl = {db_url:?}\n[roles]\nadmin = [\"@root:local\"]\n\
+         [plugins.points]\n{all}\n[plugins.emitter]\n{all}\n[plugins.misbehave]\n{all}\n\
+         [runtime]\nplugins_dir = {:?}\n{extra}",
+        plugins_dir()?
+    );
+    let config = Config::parse(&text, Path::new("test.toml"), data)?;
+    let sink = RecordingSink::default();
+    let clock: SharedClock = Arc::new(SystemClock);
+    Ok((
+        Bot::start(&config, Arc::new(sink.clone()), clock).await?,
+        sink,
+    ))
+}
+
+/// A SQLite URL for a database file in `dir`.
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("ikkyu.db").display())
 }

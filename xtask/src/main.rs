@@ -13,7 +13,10 @@ use anyhow::{Context, bail};
 /// Plugins shipped with ikkyu: (cargo package, plugin name).
 const PLUGINS: &[(&str, &str)] = &[("ikkyu-points", "points")];
 /// Plugins used only by tests; built into target/test-plugins.
-const TEST_PLUGINS: &[(&str, &str)] = &[("ikkyu-test-emitter", "emitter")];
+const TEST_PLUGINS: &[(&str, &str)] = &[
+    ("ikkyu-test-emitter", "emitter"),
+    ("ikkyu-test-misbehave", "misbehave"),
+];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() -> ExitCode {

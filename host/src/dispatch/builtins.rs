@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::Dispatcher;
 use super::args::{kind_name, usage};
-use super::table::Owner;
+use super::table::{CommandTable, Owner};
 use crate::roles::{Held, RoleName};
 use crate::runtime::bindings::{Arg, ArgKind, ArgSpec, CommandSpec, Value};
 use crate::store::RoleChange;
@@ -78,6 +78,28 @@ pub fn specs() -> Vec<CommandSpec> {
             Some("admin"),
         ),
         command(
+            "plugin reload",
+            "load a plugin's .wasm again from disk, without a restart; lifts a quarantine",
+            vec![arg(
+                "name",
+                ArgKind::Word,
+                false,
+                "the plugin's name, as !plugins shows it",
+            )],
+            Some("admin"),
+        ),
+        command(
+            "audit",
+            "the last audited actions: who, what, where, outcome",
+            vec![arg(
+                "n",
+                ArgKind::Integer,
+                true,
+                "how many (default 10, at most 100)",
+            )],
+            Some("admin"),
+        ),
+        command(
             "roles",
             "the roles of a user, or of everyone",
             vec![arg(
@@ -104,6 +126,7 @@ impl Dispatcher {
     /// Runs built-in `name`; `Err` is a user mistake to reply with.
     pub(super) async fn builtin(
         &self,
+        table: &CommandTable,
         name: &str,
         sender: &str,
         held: &Held,
@@ -117,8 +140,8 @@ impl Dispatcher {
         };
         match name {
             "help" => reply(match text(args, "command") {
-                None => self.help_list(held),
-                Some(cmd) => match self.help_one(cmd) {
+                None => self.help_list(table, held),
+                Some(cmd) => match self.help_one(table, cmd) {
                     Some(text) => text,
                     None => {
                         return Ok(Err(format!(
@@ -128,7 +151,7 @@ impl Dispatcher {
                     }
                 },
             }),
-            "plugins" => reply(self.plugins_text()),
+            "plugins" => reply(self.plugins_text(table)),
             "role grant" | "role revoke" => {
                 let (Some(user), Some(role)) = (text(args, "user"), text(args, "role")) else {
                     return Ok(Err("a user and a role are needed".into()));
@@ -137,14 +160,36 @@ impl Dispatcher {
                     .await
             }
             "roles" => reply(self.roles_text(text(args, "user")).await?),
+            "plugin reload" => {
+                let name = text(args, "name").unwrap_or_default();
+                Ok(match self.registry.reload_named(name).await {
+                    Ok(r) => Ok(BuiltinOutput {
+                        reply: match r.old_version {
+                            Some(old) => format!("reloaded {} {old} → {}", r.name, r.new_version),
+                            None => format!("loaded {} {}", r.name, r.new_version),
+                        },
+                        roles: vec![],
+                    }),
+                    Err(e) => Err(format!("reload failed; the old version keeps serving: {e}")),
+                })
+            }
+            "audit" => {
+                let n = args.iter().find_map(|a| match a.value {
+                    Value::Integer(n) => Some(n),
+                    _ => None,
+                });
+                match n.unwrap_or(10) {
+                    n @ 1..=100 => reply(self.audit_text(n).await?),
+                    n => Ok(Err(format!("n must be between 1 and 100, not {n}"))),
+                }
+            }
             other => Ok(Err(format!("built-in {other:?} is not implemented"))),
         }
     }
 
-    fn help_list(&self, held: &Held) -> String {
+    fn help_list(&self, table: &CommandTable, held: &Held) -> String {
         let mut groups: BTreeMap<(bool, String), Vec<String>> = BTreeMap::new();
-        for e in self
-            .table
+        for e in table
             .commands()
             .filter(|e| held.satisfies(e.spec.role.as_deref()))
         {
@@ -167,13 +212,13 @@ impl Dispatcher {
         out
     }
 
-    fn help_one(&self, cmd: &str) -> Option<String> {
+    fn help_one(&self, table: &CommandTable, cmd: &str) -> Option<String> {
         let words: Vec<String> = cmd
             .trim_start_matches(&self.prefix)
             .split_whitespace()
             .map(str::to_owned)
             .collect();
-        let (entry, used) = self.table.lookup(&words)?;
+        let (entry, used) = table.lookup(&words)?;
         if used != words.len() {
             return None;
         }
@@ -212,14 +257,21 @@ impl Dispatcher {
         Some(out)
     }
 
-    fn plugins_text(&self) -> String {
-        let mut lines: Vec<String> = self
-            .table
+    fn plugins_text(&self, table: &CommandTable) -> String {
+        let mut lines: Vec<String> = table
             .plugins()
             .iter()
             .map(|p| {
+                let state = if p.health.is_quarantined() {
+                    format!(
+                        "quarantined after {} failures in a row",
+                        p.health.failures()
+                    )
+                } else {
+                    "ok".to_owned()
+                };
                 format!(
-                    "- {} {} — ok ({} commands)",
+                    "- {} {} — {state} ({} commands)",
                     p.name,
                     p.info.version,
                     p.info.commands.len()
@@ -227,7 +279,8 @@ impl Dispatcher {
             })
             .collect();
         lines.extend(
-            self.load_errors
+            self.registry
+                .failures()
                 .iter()
                 .map(|e| format!("- failed to load: {e}")),
         );
@@ -244,7 +297,7 @@ impl Dispatcher {
         role: &str,
         sender: &str,
     ) -> anyhow::Result<Result<BuiltinOutput, String>> {
-        let known = &self.known_roles;
+        let known = &self.config.known_roles();
         let role = match RoleName::parse(role) {
             Ok(r) if known.contains(r.as_str()) => r,
             Ok(r) => {
@@ -287,6 +340,41 @@ impl Dispatcher {
             reply,
             roles: vec![change],
         }))
+    }
+
+    async fn audit_text(&self, n: i64) -> anyhow::Result<String> {
+        let rows = self.directory.db().audit_recent(n).await?;
+        if rows.is_empty() {
+            return Ok("the audit log is empty".into());
+        }
+        let lines: Vec<String> = rows
+            .iter()
+            .rev()
+            .map(|e| {
+                let when = chrono::DateTime::from_timestamp_millis(e.at_ms)
+                    .map(|t| t.format("%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+                let plugin = match (&e.plugin, &e.plugin_version) {
+                    (Some(p), Some(v)) => format!("{p} {v}"),
+                    (Some(p), None) => p.clone(),
+                    _ => "-".into(),
+                };
+                format!(
+                    "{when} {} `{}` in {} — {plugin}, {} → **{}** ({:.1} ms)",
+                    e.actor,
+                    e.command,
+                    e.room.as_deref().unwrap_or("-"),
+                    e.decision,
+                    e.outcome,
+                    e.duration_us as f64 / 1000.0
+                )
+            })
+            .collect();
+        Ok(format!(
+            "**Last {} audited actions**\n{}",
+            rows.len(),
+            lines.join("\n")
+        ))
     }
 
     async fn roles_text(&self, user: Option<&str>) -> anyhow::Result<String> {

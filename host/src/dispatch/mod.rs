@@ -11,7 +11,6 @@ mod builtins;
 mod parse;
 mod table;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +19,9 @@ pub use table::{CommandTable, Owner};
 
 use crate::chat::Incoming;
 use crate::clock::SharedClock;
+use crate::config::Config;
 use crate::directory::Directory;
+use crate::registry::Registry;
 use crate::roles::Held;
 use crate::runtime::bindings::{Arg, CommandError, CommandSpec, Invocation};
 use crate::runtime::{CallState, LoadedPlugin, PluginError, Runtime};
@@ -51,13 +52,12 @@ pub enum Handled {
 pub struct Dispatcher {
     pub(crate) prefix: String,
     bot_user: String,
-    pub(crate) table: Arc<CommandTable>,
+    pub(crate) registry: Arc<Registry>,
     runtime: Arc<Runtime>,
     db: Db,
     pub(crate) directory: Directory,
     clock: SharedClock,
-    pub(crate) known_roles: BTreeSet<String>,
-    pub(crate) load_errors: Vec<String>,
+    pub(crate) config: Arc<Config>,
     /// Per plugin: calls that already lost two commits to concurrent
     /// changes retry one at a time, so a hot key cannot starve anyone.
     /// First attempts never wait here; it is the contention fallback of
@@ -73,40 +73,34 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
-/// The parts a dispatcher is built from.
-#[derive(Debug)]
-pub struct DispatcherParts {
-    pub prefix: String,
-    pub bot_user: String,
-    pub table: Arc<CommandTable>,
-    pub runtime: Arc<Runtime>,
-    pub db: Db,
-    pub directory: Directory,
-    pub clock: SharedClock,
-    pub known_roles: BTreeSet<String>,
-    pub load_errors: Vec<String>,
-}
-
 /// The facts of one command, for its audit record and reply.
 struct Request<'a> {
     msg: &'a Incoming,
     line: String,
     started: Instant,
+    /// The plugins as they were when the command arrived; a reload while
+    /// it runs does not change what it sees.
+    table: Arc<CommandTable>,
 }
 
 impl Dispatcher {
-    /// A dispatcher over loaded plugins.
-    pub fn new(p: DispatcherParts) -> Self {
+    /// A dispatcher over the registry's plugins.
+    pub fn new(
+        config: Arc<Config>,
+        registry: Arc<Registry>,
+        runtime: Arc<Runtime>,
+        directory: Directory,
+        clock: SharedClock,
+    ) -> Self {
         Self {
-            prefix: p.prefix,
-            bot_user: p.bot_user,
-            table: p.table,
-            runtime: p.runtime,
-            db: p.db,
-            directory: p.directory,
-            clock: p.clock,
-            known_roles: p.known_roles,
-            load_errors: p.load_errors,
+            prefix: config.bot.prefix.clone(),
+            bot_user: config.bot.user_id.clone(),
+            registry,
+            runtime,
+            db: directory.db().clone(),
+            directory,
+            clock,
+            config,
             retry_lanes: std::sync::Mutex::default(),
         }
     }
@@ -139,6 +133,7 @@ impl Dispatcher {
             msg,
             line: line.to_owned(),
             started: Instant::now(),
+            table: self.registry.current(),
         };
         let mut words = parse::Words::new(line);
         let head: Vec<String> = match words.clone().take(MAX_NAME_WORDS).collect() {
@@ -149,8 +144,8 @@ impl Dispatcher {
                     .await;
             }
         };
-        let Some((entry, used)) = self.table.lookup(&head) else {
-            let reply = self.unknown_reply(&head);
+        let Some((entry, used)) = req.table.lookup(&head) else {
+            let reply = self.unknown_reply(&req.table, &head);
             return self
                 .refuse(&req, None, Decision::NotChecked, Outcome::Unknown, reply)
                 .await;
@@ -189,9 +184,9 @@ impl Dispatcher {
         }
     }
 
-    fn unknown_reply(&self, words: &[String]) -> String {
+    fn unknown_reply(&self, table: &CommandTable, words: &[String]) -> String {
         let first = words.first().map(String::as_str).unwrap_or_default();
-        let subs = self.table.subcommands(first);
+        let subs = table.subcommands(first);
         if !subs.is_empty() {
             let names: Vec<String> = subs
                 .iter()
@@ -203,7 +198,7 @@ impl Dispatcher {
                 names.join(", ")
             );
         }
-        let hint = match self.table.closest(first) {
+        let hint = match table.closest(first) {
             Some(name) => format!(" Did you mean `{}{name}`?", self.prefix),
             None => String::new(),
         };
@@ -287,7 +282,7 @@ impl Dispatcher {
     ) -> anyhow::Result<Handled> {
         let owner = Owner::Builtin;
         match self
-            .builtin(&spec.name, &req.msg.sender, held, args)
+            .builtin(&req.table, &spec.name, &req.msg.sender, held, args)
             .await?
         {
             Err(e) => {
@@ -315,6 +310,18 @@ impl Dispatcher {
         args: Vec<Arg>,
     ) -> anyhow::Result<Handled> {
         let owner = Owner::Plugin(plugin.clone());
+        if plugin.health.is_quarantined() {
+            let reply = format!(
+                "plugin {} is quarantined after {} failures in a row; an admin can lift it with `{}plugin reload {}`",
+                plugin.name,
+                plugin.health.failures(),
+                self.prefix,
+                plugin.name
+            );
+            return self
+                .refuse(req, Some(&owner), Decision::Allowed, Outcome::Error, reply)
+                .await;
+        }
         let mut lane = None;
         for attempt in 0..CONFLICT_RETRIES {
             if attempt > 0 {
@@ -334,8 +341,10 @@ impl Dispatcher {
                 .runtime
                 .command(plugin, invocation, spec.name.clone(), args.clone())
                 .await;
+            let mut fault = None;
             let (reply, outcome_kind, detail) = match outcome.result {
                 Ok(Ok(reply)) => {
+                    plugin.health.succeeded();
                     let commit = self.effects_commit(req, &owner, reply, outcome.state);
                     match self.db.commit(&commit).await {
                         Ok(()) => return Ok(Handled::Answered(Outcome::Ok)),
@@ -344,28 +353,46 @@ impl Dispatcher {
                         Err(e) => return Err(e.into()),
                     }
                 }
-                Ok(Err(CommandError::Usage(m))) => (
-                    format!("{m}\nusage: `{}`", usage(&self.prefix, spec)),
-                    Outcome::Error,
-                    None,
-                ),
-                Ok(Err(CommandError::Denied(m))) => (m, Outcome::Denied, None),
-                Ok(Err(CommandError::Failed(m))) => (m, Outcome::Error, None),
+                Ok(Err(e)) => {
+                    plugin.health.succeeded();
+                    match e {
+                        CommandError::Usage(m) => (
+                            format!("{m}\nusage: `{}`", usage(&self.prefix, spec)),
+                            Outcome::Error,
+                            None,
+                        ),
+                        CommandError::Denied(m) => (m, Outcome::Denied, None),
+                        CommandError::Failed(m) => (m, Outcome::Error, None),
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(plugin = %plugin.name, command = %req.line, "plugin call failed: {e:#}");
                     let kind = match e {
                         PluginError::Timeout(_) => Outcome::Timeout,
+                        PluginError::Busy => Outcome::Error,
                         _ => Outcome::Trap,
                     };
+                    if !matches!(e, PluginError::Busy) {
+                        fault = Some(match &e {
+                            PluginError::Trap { cause, .. } => format!("crashed ({cause})"),
+                            other => other.to_string(),
+                        });
+                    }
                     let chat = format!("`{}{}` failed: {}", self.prefix, spec.name, chat_text(&e));
                     (chat, kind, Some(detail_of(&e)))
                 }
             };
             let detail = detail.or_else(|| Some(reply.clone()));
+            let mut messages = vec![self.reply(req, reply)];
+            if let Some(cause) = &fault
+                && plugin.health.failed(self.config.runtime.quarantine_after)
+            {
+                messages.extend(self.quarantine_notice(plugin, cause));
+            }
             let commit = Commit::only_audit(
                 Some(req.msg.id.clone()),
                 self.audit(req, Some(&owner), Decision::Allowed, outcome_kind, detail),
-                vec![self.reply(req, reply)],
+                messages,
             );
             return self.finish(commit, outcome_kind).await;
         }
@@ -373,6 +400,31 @@ impl Dispatcher {
         let reply = "too many changes to the same data at once; please try again".to_owned();
         self.refuse(req, Some(&owner), Decision::Allowed, Outcome::Error, reply)
             .await
+    }
+
+    /// Direct messages telling every admin (from the config) that a plugin
+    /// was quarantined, why, and how to lift it.
+    fn quarantine_notice(&self, plugin: &LoadedPlugin, last_error: &str) -> Vec<OutMessage> {
+        tracing::error!(plugin = %plugin.name, "quarantined after {} failures in a row: {last_error}", plugin.health.failures());
+        let body = format!(
+            "plugin {} {} is quarantined after {} failures in a row; the last: {last_error}. `{}plugin reload {}` lifts it.",
+            plugin.name,
+            plugin.info.version,
+            plugin.health.failures(),
+            self.prefix,
+            plugin.name
+        );
+        self.config
+            .roles
+            .get(crate::roles::ADMIN)
+            .into_iter()
+            .flatten()
+            .map(|admin| OutMessage {
+                target: Target::User(admin.clone()),
+                body: body.clone(),
+                reply_to: None,
+            })
+            .collect()
     }
 
     fn effects_commit(
@@ -388,7 +440,7 @@ impl Dispatcher {
             .events
             .into_iter()
             .map(|(topic, payload)| NewEvent {
-                subscribers: self.table.subscribers(&topic),
+                subscribers: req.table.subscribers(&topic),
                 topic,
                 payload,
                 source_plugin: state.plugin.to_string(),
@@ -421,7 +473,7 @@ fn backoff(attempt: u32, salt: &str) -> std::time::Duration {
 /// the plugin that could leak data. The full error is in the audit log.
 pub fn chat_text(e: &PluginError) -> String {
     match e {
-        PluginError::Trap(_) => "the plugin crashed; the details are in the audit log".into(),
+        PluginError::Trap { .. } => "the plugin crashed; the details are in the audit log".into(),
         other => other.to_string(),
     }
 }
@@ -429,6 +481,7 @@ pub fn chat_text(e: &PluginError) -> String {
 /// What the audit log keeps about a failed call.
 pub fn detail_of(e: &PluginError) -> String {
     match e {
+        PluginError::Trap { detail, .. } => format!("the plugin crashed: {detail}"),
         PluginError::OutOfMemory { detail, .. } => format!("{e}: {detail}"),
         other => other.to_string(),
     }

@@ -59,7 +59,10 @@ impl Runtime {
                 limit_mb: self.memory_bytes >> 20,
                 detail: format!("{e:#}"),
             }),
-            Ok(Err(e)) => Err(PluginError::Trap(format!("{e:#}"))),
+            Ok(Err(e)) => Err(PluginError::Trap {
+                cause: e.root_cause().to_string(),
+                detail: format!("{e:#}"),
+            }),
         };
         CallOutcome {
             result,

@@ -21,7 +21,7 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 pub use call::CallOutcome;
-pub use plugin::{LoadError, LoadedPlugin};
+pub use plugin::{Health, LoadError, LoadedPlugin};
 pub use state::{CallState, Grants};
 
 use crate::config::Config;
@@ -33,8 +33,10 @@ use crate::store::Db;
 /// load, and the message of each is safe to show in chat.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("the plugin crashed: {0}")]
-    Trap(String),
+    /// `cause` is the innermost error (e.g. "wasm trap: unreachable"),
+    /// `detail` the whole chain with the guest backtrace.
+    #[error("the plugin crashed: {cause}")]
+    Trap { cause: String, detail: String },
     #[error("the plugin timed out after {0:?}")]
     Timeout(Duration),
     #[error("the plugin ran out of memory (limit {limit_mb} MiB)")]

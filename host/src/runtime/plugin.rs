@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use wasmtime::component::Component;
 
@@ -19,6 +20,7 @@ pub struct LoadedPlugin {
     pub info: PluginInfo,
     pub grants: Arc<Grants>,
     pub path: PathBuf,
+    pub health: Health,
     pub(super) pre: PluginPre<CallState>,
 }
 
@@ -61,6 +63,51 @@ pub enum LoadError {
         path: PathBuf,
         message: String,
     },
+}
+
+impl LoadError {
+    /// The file that failed.
+    pub fn path(&self) -> &Path {
+        match self {
+            LoadError::Read { path, .. }
+            | LoadError::Invalid { path, .. }
+            | LoadError::NotGranted { path, .. }
+            | LoadError::Describe { path, .. }
+            | LoadError::BadDeclaration { path, .. } => path,
+        }
+    }
+}
+
+/// A plugin's recent record: consecutive failures (traps, timeouts, out of
+/// memory) and whether it is quarantined. Lives with the loaded version, so
+/// loading the plugin again starts it clean.
+#[derive(Debug, Default)]
+pub struct Health {
+    failures: AtomicU32,
+    quarantined: AtomicBool,
+}
+
+impl Health {
+    /// Records a failure; true when this one put the plugin in quarantine.
+    pub fn failed(&self, quarantine_after: u32) -> bool {
+        let n = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
+        n >= quarantine_after && !self.quarantined.swap(true, Ordering::SeqCst)
+    }
+
+    /// Records a call that returned normally.
+    pub fn succeeded(&self) {
+        self.failures.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether calls are refused.
+    pub fn is_quarantined(&self) -> bool {
+        self.quarantined.load(Ordering::SeqCst)
+    }
+
+    /// Failures in a row so far.
+    pub fn failures(&self) -> u32 {
+        self.failures.load(Ordering::SeqCst)
+    }
 }
 
 impl Runtime {
@@ -125,6 +172,7 @@ impl Runtime {
                 config_json,
             }),
             path: path.into(),
+            health: Health::default(),
             pre,
         })
     }
