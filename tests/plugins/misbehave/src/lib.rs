@@ -59,6 +59,9 @@ impl Plugin for Misbehave {
             }
             "nap" => {
                 let secs = u64::try_from(args.integer("seconds").unwrap_or(0)).unwrap_or(0);
+                // Guest code: this blocks inside the host's WASI clock call, which
+                // is exactly what the test needs.
+                #[allow(clippy::disallowed_methods)]
                 std::thread::sleep(std::time::Duration::from_secs(secs));
                 Ok(format!("slept {secs}s"))
             }
