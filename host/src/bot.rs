@@ -6,6 +6,7 @@
 //! is marked delivered once the adapter accepted it, an event delivery is
 //! marked done in the same transaction as its effects.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +21,8 @@ use crate::dispatch::{Dispatcher, Handled, chat_text, detail_of};
 use crate::registry::Registry;
 use crate::runtime::{LoadedPlugin, Runtime};
 use crate::store::{
-    AuditRecord, Commit, Db, Decision, DeliveryUpdate, NewEvent, Outcome, StoreError,
+    AuditRecord, Commit, Db, Decision, DeliveryUpdate, NewEvent, OutMessage, Outcome, StoreError,
+    Target,
 };
 
 /// Events emitted by event handlers may cause further events; past this
@@ -34,6 +36,7 @@ const BATCH: i64 = 100;
 /// Everything the bot is made of.
 pub struct Bot {
     pub db: Db,
+    config: Arc<Config>,
     dispatcher: Dispatcher,
     runtime: Arc<Runtime>,
     registry: Arc<Registry>,
@@ -70,7 +73,7 @@ impl Bot {
         let runtime = Arc::new(Runtime::new(&config, db.clone(), directory.clone())?);
         let registry = Arc::new(Registry::load(runtime.clone(), config.clone()).await?);
         let dispatcher = Dispatcher::new(
-            config,
+            config.clone(),
             registry.clone(),
             runtime.clone(),
             directory,
@@ -78,6 +81,7 @@ impl Bot {
         );
         Ok(Self {
             db,
+            config,
             dispatcher,
             runtime,
             registry,
@@ -287,6 +291,57 @@ impl Bot {
             detail,
             duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
         }
+    }
+
+    /// Reloads the plugin in `path` (from the folder watcher) and records
+    /// the outcome; a failure is sent to every admin in the config, since
+    /// nobody asked for this reload in chat.
+    pub async fn reload_file(&self, path: &Path) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let (outcome, detail, messages) = match self.registry.reload_path(path).await {
+            Ok(r) => (
+                Outcome::Ok,
+                format!("{} {} loaded from {path:?}", r.name, r.new_version),
+                vec![],
+            ),
+            Err(e) => {
+                let body = format!(
+                    "a new version of a plugin failed to load; the old version keeps serving: {e}"
+                );
+                let admins = self
+                    .config
+                    .roles
+                    .get(crate::roles::ADMIN)
+                    .cloned()
+                    .unwrap_or_default();
+                let messages = admins
+                    .into_iter()
+                    .map(|admin| OutMessage {
+                        target: Target::User(admin),
+                        body: body.clone(),
+                        reply_to: None,
+                    })
+                    .collect();
+                (Outcome::Error, e.to_string(), messages)
+            }
+        };
+        let audit = AuditRecord {
+            at_ms: self.clock.now_ms(),
+            kind: "reload",
+            actor: "watcher".into(),
+            room: None,
+            command: format!("reload {}", path.display()),
+            plugin: None,
+            plugin_version: None,
+            decision: Decision::NotChecked,
+            outcome,
+            detail: Some(detail),
+            duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
+        };
+        self.db
+            .commit(&Commit::only_audit(None, audit, messages))
+            .await?;
+        self.flush().await
     }
 
     /// Closes the database; the bot is unusable afterwards.

@@ -87,7 +87,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             let config = load_config(&cli.config, explicit)?;
             let sink = Arc::new(WriterSink::new(tokio::io::stdout()));
-            let bot = Bot::start(&config, sink, clock.clone()).await?;
+            let bot = Arc::new(Bot::start(&config, sink, clock.clone()).await?);
+            let _watch = if config.runtime.watch {
+                Some(crate::watch::start(bot.clone(), &config.plugins_dir())?)
+            } else {
+                None
+            };
             let names: Vec<String> = bot
                 .plugins()
                 .iter()

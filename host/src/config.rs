@@ -104,6 +104,9 @@ pub struct RuntimeConfig {
     pub quarantine_after: u32,
     /// Watch the plugins folder and reload a plugin when its file changes.
     pub watch: bool,
+    /// Folder for compiled plugins, so restarts need not compile them
+    /// again; `""` turns the cache off.
+    pub cache_dir: PathBuf,
 }
 
 impl Default for RuntimeConfig {
@@ -115,6 +118,7 @@ impl Default for RuntimeConfig {
             max_concurrent_calls: 64,
             quarantine_after: 5,
             watch: true,
+            cache_dir: PathBuf::from("cache"),
         }
     }
 }
@@ -196,6 +200,12 @@ impl Config {
     /// The plugins folder, resolved against the config's folder.
     pub fn plugins_dir(&self) -> PathBuf {
         self.base_dir.join(&self.runtime.plugins_dir)
+    }
+
+    /// The compiled-plugin cache folder, or none when turned off.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        (!self.runtime.cache_dir.as_os_str().is_empty())
+            .then(|| self.base_dir.join(&self.runtime.cache_dir))
     }
 
     /// The database URL with a relative SQLite path resolved.

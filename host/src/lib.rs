@@ -13,3 +13,4 @@ pub mod roles;
 pub mod runtime;
 pub mod store;
 pub mod transcript;
+pub mod watch;

@@ -3,4 +3,5 @@
 
 mod concurrency;
 mod containment;
+mod lifecycle;
 mod transcripts;

@@ -157,12 +157,21 @@ pub async fn start_bot(
     data: &Path,
     extra: &str,
 ) -> anyhow::Result<(Bot, RecordingSink)> {
+    start_bot_with(db_url, data, plugins_dir()?, extra).await
+}
+
+/// [`start_bot`] with the plugins in `plugins`.
+pub async fn start_bot_with(
+    db_url: &str,
+    data: &Path,
+    plugins: &Path,
+    extra: &str,
+) -> anyhow::Result<(Bot, RecordingSink)> {
     let all = r#"grants = ["chat", "kv", "events", "directory", "config", "log"]"#;
     let text = format!(
         "[database]\nurl = {db_url:?}\n[roles]\nadmin = [\"@root:local\"]\n\
          [plugins.points]\n{all}\n[plugins.emitter]\n{all}\n[plugins.misbehave]\n{all}\n\
-         [runtime]\nplugins_dir = {:?}\n{extra}",
-        plugins_dir()?
+         [runtime]\nplugins_dir = {plugins:?}\n{extra}"
     );
     let config = Config::parse(&text, Path::new("test.toml"), data)?;
     let sink = RecordingSink::default();

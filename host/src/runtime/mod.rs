@@ -6,6 +6,7 @@
 //! guest runs.
 
 pub mod bindings;
+mod cache;
 mod call;
 mod declaration;
 mod engine;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
+pub use cache::Source;
 pub use call::CallOutcome;
 pub use plugin::{Health, LoadError, LoadedPlugin};
 pub use state::{CallState, Grants};
@@ -54,6 +56,7 @@ pub struct Runtime {
     timeout: Duration,
     memory_bytes: usize,
     calls: Arc<tokio::sync::Semaphore>,
+    cache: Option<cache::Cache>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -65,6 +68,20 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
+    /// Compiles `wasm`, or takes it from the on-disk cache.
+    pub fn compile(
+        &self,
+        wasm: &[u8],
+    ) -> wasmtime::Result<(wasmtime::component::Component, Source)> {
+        match &self.cache {
+            Some(cache) => cache.component(&self.engine, wasm),
+            None => Ok((
+                wasmtime::component::Component::new(&self.engine, wasm)?,
+                Source::Compiled,
+            )),
+        }
+    }
+
     /// Builds the engine and linker from the config's `[runtime]`.
     pub fn new(config: &Config, db: Db, directory: Directory) -> anyhow::Result<Self> {
         let memory_bytes = usize::try_from(config.runtime.memory_limit_mb << 20)?;
@@ -80,6 +97,13 @@ impl Runtime {
             timeout: config.runtime.call_timeout,
             memory_bytes,
             calls: Arc::new(tokio::sync::Semaphore::new(slots as usize)),
+            cache: config.cache_dir().and_then(|dir| match cache::Cache::open(&dir) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("compiled plugins will not be cached: cannot use {dir:?} (runtime.cache_dir): {e}");
+                    None
+                }
+            }),
         })
     }
 

@@ -121,8 +121,10 @@ impl Runtime {
             path: path.into(),
             source,
         })?;
-        let component =
-            Component::new(&self.engine, &bytes).map_err(|e| invalid(format!("{e:#}")))?;
+        let (component, source) = self
+            .compile(&bytes)
+            .map_err(|e| invalid(format!("{e:#}")))?;
+        tracing::debug!(?source, "compiled {path:?}");
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
