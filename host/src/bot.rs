@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -91,6 +92,11 @@ impl Bot {
         })
     }
 
+    /// The wasm runtime, for calling plugins directly (benchmarks).
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     /// The plugins serving now; also how to reload one.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
@@ -119,19 +125,27 @@ impl Bot {
     /// be delivered now; failures stay pending for the next flush.
     pub async fn flush(&self) -> anyhow::Result<()> {
         self.deliver_outbox().await?;
-        while self.deliver_events().await? {
+        let hint = &self.dispatcher.events_hint;
+        while hint.swap(false, Ordering::SeqCst) {
+            let (progressed, unfinished) = self.deliver_events().await?;
+            if unfinished {
+                // Failed deliveries stay pending: look again at the next flush.
+                hint.store(true, Ordering::SeqCst);
+            }
             self.deliver_outbox().await?;
+            if !progressed {
+                break;
+            }
+            hint.store(true, Ordering::SeqCst);
         }
-        self.deliver_outbox().await
+        Ok(())
     }
 
     async fn deliver_outbox(&self) -> anyhow::Result<()> {
         let _guard = self.flushing.lock().await;
         loop {
             let pending = self.db.outbox_pending(BATCH).await?;
-            if pending.is_empty() {
-                return Ok(());
-            }
+            let more = pending.len() as i64 == BATCH;
             for p in &pending {
                 if let Err(e) = self.sink.deliver(&p.message).await {
                     // Keep order: stop at the first failure and retry later.
@@ -141,14 +155,21 @@ impl Bot {
                 }
                 self.db.outbox_delivered(p.id, self.clock.now_ms()).await?;
             }
+            if !more {
+                return Ok(());
+            }
         }
     }
 
-    /// One pass over pending event deliveries; true if any succeeded.
-    async fn deliver_events(&self) -> anyhow::Result<bool> {
+    /// One pass over pending event deliveries: whether any succeeded, and
+    /// whether any is still pending afterwards.
+    async fn deliver_events(&self) -> anyhow::Result<(bool, bool)> {
         let mut progressed = false;
+        let mut unfinished = false;
         let table = self.registry.current();
-        for d in self.db.deliveries_pending(BATCH).await? {
+        let pending = self.db.deliveries_pending(BATCH).await?;
+        unfinished |= pending.len() as i64 == BATCH;
+        for d in pending {
             let started = Instant::now();
             let Some(plugin) = table.plugin(&d.plugin).cloned() else {
                 let update = DeliveryUpdate::Failed {
@@ -173,12 +194,22 @@ impl Bot {
                 continue;
             };
             for _ in 0..5 {
+                if plugin.health.is_quarantined() {
+                    // Kept pending; delivered once the plugin is reloaded.
+                    unfinished = true;
+                    break;
+                }
                 let out = self
                     .runtime
                     .event(&plugin, d.topic.clone(), d.payload.clone())
                     .await;
                 let commit = match out.result {
+                    Err(crate::runtime::PluginError::Busy) => {
+                        unfinished = true;
+                        break;
+                    }
                     Ok(Ok(())) => {
+                        plugin.health.succeeded();
                         let state = out.state;
                         let depth = d.depth + 1;
                         let events = if depth > MAX_EVENT_DEPTH {
@@ -218,6 +249,9 @@ impl Bot {
                     }
                     Err(e) => {
                         tracing::warn!(plugin = %plugin.name, topic = %d.topic, "event handler failed: {}", detail_of(&e));
+                        if plugin.health.failed(self.config.runtime.quarantine_after) {
+                            tracing::error!(plugin = %plugin.name, "quarantined after {} failures in a row", plugin.health.failures());
+                        }
                         let kind = match e {
                             crate::runtime::PluginError::Timeout(_) => Outcome::Timeout,
                             _ => Outcome::Trap,
@@ -230,6 +264,7 @@ impl Bot {
                 match self.db.commit(&commit).await {
                     Ok(()) => {
                         progressed |= ok;
+                        unfinished |= !ok;
                         break;
                     }
                     Err(StoreError::Conflict) => continue,
@@ -238,7 +273,7 @@ impl Bot {
                 }
             }
         }
-        Ok(progressed)
+        Ok((progressed, unfinished))
     }
 
     fn failed_delivery(

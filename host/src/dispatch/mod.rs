@@ -62,6 +62,9 @@ pub struct Dispatcher {
     /// changes retry one at a time, so a hot key cannot starve anyone.
     /// First attempts never wait here; it is the contention fallback of
     /// optimistic concurrency, not a lock around plugin calls.
+    /// Set when a commit stored events, so the bot looks for deliveries
+    /// only when there can be some.
+    pub(crate) events_hint: Arc<std::sync::atomic::AtomicBool>,
     retry_lanes: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -101,6 +104,7 @@ impl Dispatcher {
             directory,
             clock,
             config,
+            events_hint: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             retry_lanes: std::sync::Mutex::default(),
         }
     }
@@ -126,9 +130,9 @@ impl Dispatcher {
         if msg.sender == self.bot_user {
             return Ok(Handled::Ignored);
         }
-        if self.db.is_processed(&msg.id).await? {
-            return Ok(Handled::Duplicate);
-        }
+        // No "already processed?" query here: the marker is inserted in the
+        // commit, which refuses a duplicate, and a plugin call has no
+        // effect before its commit. That saves a round trip per command.
         let req = Request {
             msg,
             line: line.to_owned(),
@@ -347,7 +351,13 @@ impl Dispatcher {
                     plugin.health.succeeded();
                     let commit = self.effects_commit(req, &owner, reply, outcome.state);
                     match self.db.commit(&commit).await {
-                        Ok(()) => return Ok(Handled::Answered(Outcome::Ok)),
+                        Ok(()) => {
+                            if !commit.events.is_empty() {
+                                self.events_hint
+                                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            return Ok(Handled::Answered(Outcome::Ok));
+                        }
                         Err(StoreError::Conflict) => continue,
                         Err(StoreError::Duplicate(_)) => return Ok(Handled::Duplicate),
                         Err(e) => return Err(e.into()),

@@ -114,6 +114,13 @@ impl Db {
         self.backend
     }
 
+    /// One trivial statement on the write connection: the cost of a single
+    /// database round trip, for health checks and benchmarks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.write).await?;
+        Ok(())
+    }
+
     /// Closes every connection; used before a restart in tests.
     pub async fn close(&self) {
         self.read.close().await;

@@ -29,6 +29,7 @@ impl Plugin for Misbehave {
                 "how long",
             ))
             .command(Command::new("boom", "crash"))
+            .command(Command::new("noop", "do nothing (for benchmarks)"))
             .command(
                 Command::new("poke", "write a kv key in this plugin's own namespace")
                     .arg("key", ArgKind::Word, "key")
@@ -66,6 +67,7 @@ impl Plugin for Misbehave {
                 Ok(format!("slept {secs}s"))
             }
             "boom" => panic!("misbehave crashed on purpose"),
+            "noop" => Ok(String::new()),
             "poke" => {
                 let key = args.text("key").unwrap_or_default();
                 kv::set(key, &args.integer("value").unwrap_or(0)).map_err(failed)?;

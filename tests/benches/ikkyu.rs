@@ -1,0 +1,221 @@
+//! `cargo bench -p ikkyu-e2e`: the numbers in BENCHMARKS.md.
+//!
+//! Measures, through the real host and real plugins: the whole `!points`
+//! path on SQLite and PostgreSQL (latency percentiles and sustained rate),
+//! instantiate+call of an empty command, plugin load with and without the
+//! compiled cache, and the host's resident memory. Prints Markdown.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ikkyu::bot::Bot;
+use ikkyu::chat::console::{Console, RecordingSink};
+use ikkyu::config::Config;
+use ikkyu::directory::Directory;
+use ikkyu::runtime::Runtime;
+use ikkyu::runtime::bindings::Invocation;
+use ikkyu::store::Db;
+use ikkyu_e2e::{TempPostgres, plugins_dir, sqlite_url, start_bot};
+
+const WARMUP: usize = 500;
+const SAMPLES: usize = 5_000;
+const SUSTAIN: Duration = Duration::from_secs(5);
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    mean: Duration,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    let total: Duration = samples.iter().sum();
+    Stats {
+        p50: at(0.50),
+        p99: at(0.99),
+        mean: total / samples.len() as u32,
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+/// Sequential latency, then the rate sustained by `workers` concurrent
+/// senders for SUSTAIN.
+async fn points_path(
+    bot: Arc<Bot>,
+    sink: &RecordingSink,
+    workers: usize,
+) -> anyhow::Result<(Stats, f64)> {
+    let console = Arc::new(Console::new(7));
+    for i in 0..WARMUP {
+        bot.handle(&console.message(&format!("@u{}:local", i % 50), "!points", 0))
+            .await?;
+    }
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for i in 0..SAMPLES {
+        let msg = console.message(&format!("@u{}:local", i % 50), "!points", 0);
+        let t = Instant::now();
+        bot.handle(&msg).await?;
+        samples.push(t.elapsed());
+    }
+    sink.take();
+    let until = Instant::now() + SUSTAIN;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (bot, console) = (bot.clone(), console.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < until {
+                bot.handle(&console.message(&format!("@w{w}:local"), "!points", 0))
+                    .await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        }));
+    }
+    let mut done = 0;
+    for t in tasks {
+        done += t.await??;
+    }
+    let rate = done as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(sink.take().len() as u64, done, "one reply per command");
+    Ok((stats(samples), rate))
+}
+
+async fn empty_call(bot: &Bot) -> anyhow::Result<Stats> {
+    let table = bot.registry().current();
+    let plugin = table
+        .plugin("misbehave")
+        .expect("misbehave is loaded")
+        .clone();
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for i in 0..(WARMUP + SAMPLES) {
+        let inv = Invocation {
+            message_id: format!("bench-{i}"),
+            sender: "@a:local".into(),
+            room: "!r:local".into(),
+            roles: vec![],
+            now_ms: 0,
+        };
+        let t = Instant::now();
+        let out = bot
+            .runtime()
+            .command(&plugin, inv, "noop".into(), vec![])
+            .await;
+        let elapsed = t.elapsed();
+        out.result
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if i >= WARMUP {
+            samples.push(elapsed);
+        }
+    }
+    Ok(stats(samples))
+}
+
+async fn cold_load(data: &Path) -> anyhow::Result<(Duration, Duration)> {
+    let config = Config::parse(
+        "[runtime]\ncache_dir = \"compiled\"\n",
+        Path::new("b.toml"),
+        data,
+    )?;
+    let db = Db::open(&sqlite_url(data)).await?;
+    let runtime = Runtime::new(&config, db.clone(), Directory::new(db, Default::default()))?;
+    let wasm = std::fs::read(plugins_dir()?.join("points.wasm"))?;
+    let t = Instant::now();
+    runtime.compile(&wasm)?;
+    let miss = t.elapsed();
+    let mut hits = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        runtime.compile(&wasm)?;
+        hits.push(t.elapsed());
+    }
+    Ok((miss, stats(hits).p50))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let quiet = "quarantine_after = 1000000";
+    let data = tempfile::tempdir()?;
+    let rss_start = rss_mib();
+    let (bot, sink) = start_bot(&sqlite_url(data.path()), data.path(), quiet).await?;
+    let bot = Arc::new(bot);
+    let rss_idle = rss_mib();
+    println!("| measurement | result |\n|---|---|");
+    let (lat, rate) = points_path(bot.clone(), &sink, 4).await?;
+    let rss_load = rss_mib();
+    println!(
+        "| `!points` full path, SQLite: p50 / p99 / mean | {} / {} / {} |",
+        us(lat.p50),
+        us(lat.p99),
+        us(lat.mean)
+    );
+    println!("| `!points` sustained, SQLite, 4 senders | {rate:.0} commands/s |");
+    let mut pings = Vec::new();
+    for _ in 0..SAMPLES {
+        let t = Instant::now();
+        bot.db.ping().await?;
+        pings.push(t.elapsed());
+    }
+    let ping = stats(pings);
+    println!(
+        "| one SQLite statement through sqlx (`SELECT 1`): p50 / p99 | {} / {} |",
+        us(ping.p50),
+        us(ping.p99)
+    );
+    let empty = empty_call(&bot).await?;
+    println!(
+        "| instantiate + call, empty command: p50 / p99 | {} / {} |",
+        us(empty.p50),
+        us(empty.p99)
+    );
+    bot.shutdown().await;
+
+    match std::env::var("IKKYU_TEST_POSTGRES_URL") {
+        Ok(url) => {
+            let pg = TempPostgres::create(&url).await?;
+            let pdata = tempfile::tempdir()?;
+            let (bot, sink) = start_bot(&pg.url, pdata.path(), quiet).await?;
+            let (lat, rate) = points_path(Arc::new(bot), &sink, 8).await?;
+            println!(
+                "| `!points` full path, PostgreSQL: p50 / p99 / mean | {} / {} / {} |",
+                us(lat.p50),
+                us(lat.p99),
+                us(lat.mean)
+            );
+            println!("| `!points` sustained, PostgreSQL, 8 senders | {rate:.0} commands/s |");
+            pg.drop_db().await?;
+        }
+        Err(_) => println!("| PostgreSQL | skipped: IKKYU_TEST_POSTGRES_URL is not set |"),
+    }
+
+    let cdata = tempfile::tempdir()?;
+    let (miss, hit) = cold_load(cdata.path()).await?;
+    println!(
+        "| load `points.wasm`: compile (cache miss) / cache hit | {:.1} ms / {:.2} ms ({:.0}×) |",
+        miss.as_secs_f64() * 1e3,
+        hit.as_secs_f64() * 1e3,
+        miss.as_secs_f64() / hit.as_secs_f64()
+    );
+    println!(
+        "| host RSS: before start / idle, all plugins loaded / after load | {rss_start:.0} / {rss_idle:.0} / {rss_load:.0} MiB |"
+    );
+    Ok(())
+}
