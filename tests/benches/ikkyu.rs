@@ -180,6 +180,19 @@ async fn main() -> anyhow::Result<()> {
         us(ping.p50),
         us(ping.p99)
     );
+    let direct = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("{}?mode=rwc", sqlite_url(data.path())))
+        .await?;
+    let mut pings = Vec::new();
+    for _ in 0..SAMPLES {
+        let t = Instant::now();
+        sqlx::query("SELECT 1").execute(&direct).await?;
+        pings.push(t.elapsed());
+    }
+    let ping = stats(pings);
+    println!("| same through sqlx's SQLite driver directly (no `Any`): p50 / p99 | {} / {} |", us(ping.p50), us(ping.p99));
+    direct.close().await;
     let empty = empty_call(&bot).await?;
     println!(
         "| instantiate + call, empty command: p50 / p99 | {} / {} |",
