@@ -191,7 +191,11 @@ async fn main() -> anyhow::Result<()> {
         pings.push(t.elapsed());
     }
     let ping = stats(pings);
-    println!("| same through sqlx's SQLite driver directly (no `Any`): p50 / p99 | {} / {} |", us(ping.p50), us(ping.p99));
+    println!(
+        "| same through sqlx's SQLite driver directly (no `Any`): p50 / p99 | {} / {} |",
+        us(ping.p50),
+        us(ping.p99)
+    );
     direct.close().await;
     let empty = empty_call(&bot).await?;
     println!(
