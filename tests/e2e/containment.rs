@@ -117,8 +117,11 @@ async fn greedy_plugins_leave_host_memory_bounded() -> anyhow::Result<()> {
             .all(|r| r.contains("ran out of memory (limit 32 MiB)")),
         "{replies:#?}"
     );
+    // RSS is process-wide and other tests run beside this one, so the bound
+    // is loose: it still catches a leak of more than ~6 MiB per call, while
+    // a leaked 32 MiB instance per call would add 1.2 GiB.
     assert!(
-        grown_mib < 64,
+        grown_mib < 256,
         "40 calls asking for 128 MiB each grew the host by {grown_mib} MiB"
     );
     bot.shutdown().await;
