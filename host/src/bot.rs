@@ -36,6 +36,7 @@ const BATCH: i64 = 100;
 
 /// Everything the bot is made of.
 pub struct Bot {
+    /// The database, for callers that read state directly (CLI, tests).
     pub db: Db,
     config: Arc<Config>,
     dispatcher: Dispatcher,

@@ -18,27 +18,51 @@ use crate::roles::{self, RoleName};
 /// allowed there.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config file {path:?}: {source}")]
     Read {
+        /// The config file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file is not TOML, or has unknown keys or wrongly typed values.
     #[error("{path:?} is not a valid ikkyu config: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A value is well-typed but not allowed.
     #[error("config key `{key}`: {message}")]
-    Invalid { key: String, message: String },
+    Invalid {
+        /// The dotted key, e.g. `runtime.call_timeout`.
+        key: String,
+        /// What is allowed there.
+        message: String,
+    },
+    /// A secret's environment variable or file is missing.
     #[error("config key `{key}`: {message}")]
-    Secret { key: String, message: String },
+    Secret {
+        /// The dotted key that names the secret.
+        key: String,
+        /// Which variable or file is missing.
+        message: String,
+    },
 }
 
 /// The whole config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// How commands are recognised.
     #[serde(default)]
     pub bot: BotConfig,
+    /// Where state is kept.
     #[serde(default)]
     pub database: DatabaseConfig,
+    /// Plugin limits and places.
     #[serde(default)]
     pub runtime: RuntimeConfig,
     /// Per-plugin grants and settings, keyed by the plugin's name.
@@ -150,9 +174,15 @@ pub enum Secret {
     /// `key = "value"`
     Plain(String),
     /// `key = { env = "NAME" }`
-    Env { env: String },
+    Env {
+        /// The name of the variable.
+        env: String,
+    },
     /// `key = { file = "/run/secrets/name" }`
-    File { file: PathBuf },
+    File {
+        /// The path of the file.
+        file: PathBuf,
+    },
 }
 
 impl Secret {

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! ikkyu: a ChatOps bot host whose commands are WebAssembly component
 //! plugins. See ARCHITECTURE.md for the map of this crate.
 

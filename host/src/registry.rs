@@ -34,8 +34,11 @@ impl std::fmt::Debug for Registry {
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloaded {
+    /// The plugin's name from describe().
     pub name: String,
+    /// The version that was serving before, if any.
     pub old_version: Option<String>,
+    /// The version serving now.
     pub new_version: String,
 }
 

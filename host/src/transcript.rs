@@ -45,6 +45,7 @@ enum Step {
 /// A parsed transcript.
 #[derive(Debug)]
 pub struct Transcript {
+    /// The file it came from.
     pub path: PathBuf,
     overlay: String,
     steps: Vec<Step>,
@@ -62,8 +63,11 @@ pub struct Setup {
 /// Why a transcript failed, with the file and line.
 #[derive(Debug)]
 pub struct Failure {
+    /// The transcript file.
     pub path: PathBuf,
+    /// The line that failed (0: before any line).
     pub line: usize,
+    /// What was expected and what came.
     pub message: String,
 }
 

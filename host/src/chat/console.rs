@@ -123,10 +123,15 @@ impl ChatSink for RecordingSink {
 /// What a typed line means.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {
+    /// A chat message to hand to the bot.
     Message(String),
+    /// `/as @user:server`: type as someone else from now on.
     SwitchUser(String),
+    /// `/quit` or `/exit`.
     Quit,
+    /// An empty line.
     Nothing,
+    /// A console command used wrongly; the text says how to use it.
     Error(String),
 }
 

@@ -17,9 +17,13 @@ pub struct Incoming {
     /// Unique and stable: the same message always has the same id, which is
     /// what makes "never answer twice" possible.
     pub id: String,
+    /// User id of the author.
     pub sender: String,
+    /// Room id the message was sent in.
     pub room: String,
+    /// The plain-text body.
     pub body: String,
+    /// When the homeserver (or console) received it, ms since the epoch.
     pub sent_ms: i64,
 }
 
@@ -27,7 +31,9 @@ pub struct Incoming {
 #[derive(Debug, thiserror::Error)]
 #[error("delivering to {target}: {message}")]
 pub struct ChatError {
+    /// Room or user the message was for.
     pub target: String,
+    /// What went wrong, as the adapter reported it.
     pub message: String,
 }
 

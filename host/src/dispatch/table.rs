@@ -10,7 +10,9 @@ use crate::runtime::bindings::CommandSpec;
 /// Who answers a command.
 #[derive(Debug, Clone)]
 pub enum Owner {
+    /// Answered by the host itself.
     Builtin,
+    /// Answered by this plugin.
     Plugin(Arc<LoadedPlugin>),
 }
 

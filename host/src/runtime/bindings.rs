@@ -4,6 +4,9 @@
 //! trappable (a call that breaks the host's rules ends the call with a
 //! trap, whose message reaches the audit log).
 
+// Generated code: its documentation is the WIT's own doc comments.
+#![allow(missing_docs)]
+
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",

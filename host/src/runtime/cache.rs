@@ -19,7 +19,9 @@ use wasmtime::component::Component;
 /// Whether a component came from the cache or was compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// Deserialized from a file this host wrote earlier.
     Cache,
+    /// Compiled now (and written to the cache).
     Compiled,
 }
 

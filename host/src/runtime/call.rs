@@ -16,7 +16,9 @@ use super::{PluginError, Runtime};
 /// What a call left behind: its result and the effects it buffered.
 #[derive(Debug)]
 pub struct CallOutcome<T> {
+    /// What the guest returned, or why it did not return.
     pub result: Result<T, PluginError>,
+    /// The effects it buffered; commit them only on success.
     pub state: CallState,
 }
 

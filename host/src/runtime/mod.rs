@@ -38,11 +38,24 @@ pub enum PluginError {
     /// `cause` is the innermost error (e.g. "wasm trap: unreachable"),
     /// `detail` the whole chain with the guest backtrace.
     #[error("the plugin crashed: {cause}")]
-    Trap { cause: String, detail: String },
+    Trap {
+        /// The innermost error, short enough for a chat message.
+        cause: String,
+        /// The whole chain with the guest backtrace, for the audit log.
+        detail: String,
+    },
+    /// The wall-clock limit (`runtime.call_timeout`) passed.
     #[error("the plugin timed out after {0:?}")]
     Timeout(Duration),
+    /// The plugin's memory would have grown past its limit.
     #[error("the plugin ran out of memory (limit {limit_mb} MiB)")]
-    OutOfMemory { limit_mb: usize, detail: String },
+    OutOfMemory {
+        /// The limit that was hit (`runtime.memory_limit_mb`).
+        limit_mb: usize,
+        /// The trap that followed, for the audit log.
+        detail: String,
+    },
+    /// Every call slot is taken; not the plugin's fault.
     #[error("too many commands are running; try again in a moment")]
     Busy,
 }

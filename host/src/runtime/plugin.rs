@@ -16,10 +16,15 @@ use crate::config::{Config, GRANTABLE};
 /// A plugin ready to be called: compiled and linked once, instantiated
 /// fresh for every call.
 pub struct LoadedPlugin {
+    /// Name from describe(); also the kv namespace and config key.
     pub name: Arc<str>,
+    /// Everything describe() declared.
     pub info: PluginInfo,
+    /// What the operator granted it.
     pub grants: Arc<Grants>,
+    /// The file it was loaded from.
     pub path: PathBuf,
+    /// Failures in a row and quarantine.
     pub health: Health,
     pub(super) pre: PluginPre<CallState>,
 }
@@ -36,31 +41,52 @@ impl std::fmt::Debug for LoadedPlugin {
 /// Why a plugin could not be loaded; each message names the plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file could not be read.
     #[error("cannot read plugin {path:?}: {source}")]
     Read {
+        /// The plugin file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// Not a component, or it does not link against the host.
     #[error("{path:?} is not a valid ikkyu plugin component: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The plugin file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// It imports an interface the config does not grant it.
     #[error(
         "plugin {name:?} ({path:?}) imports `{interface}` but is not granted it; add \"{interface}\" to grants under [plugins.{name}] in the config"
     )]
     NotGranted {
+        /// The plugin's name (from describe(), or the file name).
         name: String,
+        /// The plugin file.
         path: PathBuf,
+        /// The interface it imports without a grant.
         interface: String,
     },
+    /// Its describe() trapped or timed out.
     #[error("plugin {name:?} ({path:?}): describe() failed: {error}")]
     Describe {
+        /// The plugin's name (from describe(), or the file name).
         name: String,
+        /// The plugin file.
         path: PathBuf,
+        /// How describe() failed.
         error: PluginError,
     },
+    /// Its declaration breaks a rule of the contract.
     #[error("plugin {name:?} ({path:?}) declares an invalid command: {message}")]
     BadDeclaration {
+        /// The plugin's name (from describe(), or the file name).
         name: String,
+        /// The plugin file.
         path: PathBuf,
+        /// What is wrong.
         message: String,
     },
 }

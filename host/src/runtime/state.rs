@@ -17,7 +17,9 @@ use crate::store::{Db, KvChanges, OutMessage};
 /// The operator's grants for one plugin, fixed at load.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
+    /// Host interfaces the plugin may import.
     pub interfaces: BTreeSet<String>,
+    /// Rooms it may post in besides the command's own.
     pub rooms: BTreeSet<String>,
     /// The plugin's config section, as JSON.
     pub config_json: String,
@@ -76,15 +78,23 @@ pub const MAX_VALUE: usize = 1 << 20;
 
 /// The `Store` data of one call.
 pub struct CallState {
+    /// The plugin's name.
     pub plugin: Arc<str>,
+    /// What it may use.
     pub grants: Arc<Grants>,
+    /// Why it is being called.
     pub phase: Phase,
+    /// For kv reads.
     pub db: Db,
+    /// For role questions.
     pub directory: Directory,
+    /// Buffered kv writes and the reads to validate.
     pub kv: KvChanges,
+    /// Buffered chat messages.
     pub messages: Vec<OutMessage>,
     /// (topic, payload JSON)
     pub events: Vec<(String, String)>,
+    /// Memory cap of this store.
     pub limits: Limits,
     wasi: WasiCtx,
     table: ResourceTable,

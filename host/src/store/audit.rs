@@ -8,7 +8,9 @@ use super::{Db, StoreError};
 /// Whether the caller was allowed to run the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
+    /// The caller held the required role.
     Allowed,
+    /// The caller lacked the required role.
     Denied,
     /// No role check applied (unknown command, bad arguments, events).
     NotChecked,
@@ -27,11 +29,15 @@ impl Decision {
 /// How the call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Done as asked.
     Ok,
     /// The plugin returned an error, or the arguments were wrong.
     Error,
+    /// The plugin crashed or ran out of memory.
     Trap,
+    /// The plugin ran past its time limit.
     Timeout,
+    /// Refused: missing role, or the plugin's own check.
     Denied,
     /// Not a known command.
     Unknown,
@@ -54,36 +60,56 @@ impl Outcome {
 /// One audit row to write.
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
+    /// When, ms since the epoch.
     pub at_ms: i64,
     /// `command`, `event` or `schedule`.
     pub kind: &'static str,
+    /// Who: a user id, `plugin:<name>` for events, `watcher` for reloads.
     pub actor: String,
+    /// Where, for commands.
     pub room: Option<String>,
     /// The command line or the event topic.
     pub command: String,
+    /// Which plugin answered (`ikkyu` for built-ins).
     pub plugin: Option<String>,
+    /// Its version at the time.
     pub plugin_version: Option<String>,
+    /// The role check's result.
     pub decision: Decision,
+    /// How it ended.
     pub outcome: Outcome,
     /// The error, for the operator; never shown in chat in full.
     pub detail: Option<String>,
+    /// How long it took, in microseconds.
     pub duration_us: i64,
 }
 
 /// One audit row read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
+    /// Row id; increases with time.
     pub id: i64,
+    /// See [`AuditRecord::at_ms`].
     pub at_ms: i64,
+    /// See [`AuditRecord::kind`].
     pub kind: String,
+    /// See [`AuditRecord::actor`].
     pub actor: String,
+    /// See [`AuditRecord::room`].
     pub room: Option<String>,
+    /// See [`AuditRecord::command`].
     pub command: String,
+    /// See [`AuditRecord::plugin`].
     pub plugin: Option<String>,
+    /// See [`AuditRecord::plugin_version`].
     pub plugin_version: Option<String>,
+    /// `allowed`, `denied` or `-`.
     pub decision: String,
+    /// See [`Outcome::as_str`].
     pub outcome: String,
+    /// See [`AuditRecord::detail`].
     pub detail: Option<String>,
+    /// See [`AuditRecord::duration_us`].
     pub duration_us: i64,
 }
 

@@ -8,23 +8,35 @@ use super::{AuditRecord, Db, KvChanges, OutMessage, StoreError, audit, classify,
 /// An event to store, with the subscribers it goes to.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    /// What happened, e.g. `release.finished`.
     pub topic: String,
+    /// JSON.
     pub payload: String,
+    /// The plugin that emitted it.
     pub source_plugin: String,
+    /// 0 for events from commands, +1 per event handler in between.
     pub depth: i64,
+    /// Plugins to deliver it to.
     pub subscribers: Vec<String>,
 }
 
 /// A role granted or revoked in chat.
 #[derive(Debug, Clone)]
 pub enum RoleChange {
+    /// Give `user` the role `role`; `by` is the admin who did it.
     Grant {
+        /// The user.
         user: String,
+        /// The role.
         role: String,
+        /// The admin who granted it.
         by: String,
     },
+    /// Take the role away.
     Revoke {
+        /// The user.
         user: String,
+        /// The role.
         role: String,
     },
 }
@@ -34,17 +46,26 @@ pub enum RoleChange {
 /// the delivery meanwhile, so two concurrent flushes cannot both commit it.
 #[derive(Debug, Clone)]
 pub enum DeliveryUpdate {
+    /// Handled; never delivered again.
     Done {
+        /// The event.
         event_id: i64,
+        /// The subscriber.
         plugin: String,
+        /// Tries before this one, as read; the update applies only if unchanged.
         attempts: i64,
     },
     /// Failed; tried again later unless `give_up`.
     Failed {
+        /// The event.
         event_id: i64,
+        /// The subscriber.
         plugin: String,
+        /// Tries before this one, as read; the update applies only if unchanged.
         attempts: i64,
+        /// Why it failed.
         error: String,
+        /// Stop retrying.
         give_up: bool,
     },
 }
@@ -54,11 +75,17 @@ pub enum DeliveryUpdate {
 pub struct Commit {
     /// The chat message handled, marked so it is never handled again.
     pub processed: Option<String>,
+    /// Written whatever else happens.
     pub audit: AuditRecord,
+    /// The plugin's kv changes, validated before they are written.
     pub kv: Option<KvChanges>,
+    /// Delivered after the commit, in order.
     pub messages: Vec<OutMessage>,
+    /// Stored with their deliveries.
     pub events: Vec<NewEvent>,
+    /// From `!role grant` / `!role revoke`.
     pub roles: Vec<RoleChange>,
+    /// For event deliveries: what became of it.
     pub delivery: Option<DeliveryUpdate>,
 }
 

@@ -7,12 +7,19 @@ use super::{Db, StoreError};
 /// An event waiting to be handled by one subscriber.
 #[derive(Debug, Clone)]
 pub struct PendingDelivery {
+    /// The event.
     pub event_id: i64,
+    /// The subscriber to deliver to.
     pub plugin: String,
+    /// The event's topic.
     pub topic: String,
+    /// Its JSON payload.
     pub payload: String,
+    /// Who emitted it.
     pub source_plugin: String,
+    /// How many event handlers led to it.
     pub depth: i64,
+    /// Failed tries so far.
     pub attempts: i64,
 }
 

@@ -17,8 +17,11 @@ use super::{Db, StoreError, classify};
 /// One stored entry.
 #[derive(Debug, Clone)]
 pub struct KvRow {
+    /// The key.
     pub key: String,
+    /// The stored bytes.
     pub value: Vec<u8>,
+    /// Changes on every write; what validation compares.
     pub version: i64,
 }
 
@@ -34,9 +37,11 @@ pub struct KvReads {
 /// Everything one call changes in one namespace.
 #[derive(Debug, Default, Clone)]
 pub struct KvChanges {
+    /// The plugin's name.
     pub namespace: String,
     /// Key -> new value, or none to delete.
     pub writes: BTreeMap<String, Option<Vec<u8>>>,
+    /// What the call read, to validate at commit.
     pub reads: KvReads,
 }
 

@@ -33,8 +33,10 @@ pub enum StoreError {
     /// Data the call read changed before it could commit; run it again.
     #[error("a concurrent change touched the same data; retry")]
     Conflict,
+    /// Anything else the database said.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// A migration could not be applied.
     #[error("migrating the database failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -42,7 +44,9 @@ pub enum StoreError {
 /// Which database is behind the pools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// An SQLite file: the embedded default.
     Sqlite,
+    /// A PostgreSQL server.
     Postgres,
 }
 

@@ -8,6 +8,7 @@ use super::{Db, StoreError};
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// A room id.
     Room(String),
     /// A direct message to this user.
     User(String),
@@ -16,6 +17,7 @@ pub enum Target {
 /// A message to deliver after commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutMessage {
+    /// Where it goes.
     pub target: Target,
     /// Markdown.
     pub body: String,
@@ -26,8 +28,11 @@ pub struct OutMessage {
 /// A stored message not yet delivered.
 #[derive(Debug, Clone)]
 pub struct PendingMessage {
+    /// Row id; delivery is in id order.
     pub id: i64,
+    /// The message.
     pub message: OutMessage,
+    /// Failed deliveries so far.
     pub attempts: i64,
 }
 
