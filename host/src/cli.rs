@@ -113,7 +113,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 input,
                 user,
                 || clock.now_ms(),
-                |msg| async move { bot.handle(&msg).await.map(|_| ()) },
+                |msg| async move {
+                    // One failed line (say, the database briefly away) must
+                    // not end the session; it is not marked processed, so
+                    // typing it again retries it.
+                    if let Err(e) = bot.handle(&msg).await {
+                        tracing::error!("handling {:?} failed: {e:#}", msg.body);
+                        eprintln!("error: {e:#}");
+                    }
+                    Ok(())
+                },
             )
             .await?;
             bot.shutdown().await;

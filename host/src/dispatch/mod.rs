@@ -269,11 +269,21 @@ impl Dispatcher {
         self.finish(commit, outcome).await
     }
 
+    /// Commits an answer that carries no plugin reads. A serialization
+    /// conflict (PostgreSQL under concurrent commits) is retried: the same
+    /// commit is still right, since nothing it contains was read optimistically.
     async fn finish(&self, commit: Commit, outcome: Outcome) -> anyhow::Result<Handled> {
-        match self.db.commit(&commit).await {
-            Ok(()) => Ok(Handled::Answered(outcome)),
-            Err(StoreError::Duplicate(_)) => Ok(Handled::Duplicate),
-            Err(e) => Err(e.into()),
+        let mut attempt = 0;
+        loop {
+            match self.db.commit(&commit).await {
+                Ok(()) => return Ok(Handled::Answered(outcome)),
+                Err(StoreError::Duplicate(_)) => return Ok(Handled::Duplicate),
+                Err(StoreError::Conflict) if attempt + 1 < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt, &commit.audit.command)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
