@@ -18,12 +18,11 @@ use crate::chat::{ChatSink, Incoming};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::directory::Directory;
-use crate::dispatch::{Dispatcher, Handled, chat_text, detail_of};
+use crate::dispatch::{Dispatcher, Handled, chat_text, detail_of, outcome_of};
 use crate::registry::Registry;
 use crate::runtime::{LoadedPlugin, Runtime};
 use crate::store::{
-    AuditRecord, Commit, Db, Decision, DeliveryUpdate, NewEvent, OutMessage, Outcome, StoreError,
-    Target,
+    AuditRecord, Commit, Db, Decision, DeliveryUpdate, OutMessage, Outcome, StoreError,
 };
 
 /// Events emitted by event handlers may cause further events; past this
@@ -173,25 +172,9 @@ impl Bot {
         for d in pending {
             let started = Instant::now();
             let Some(plugin) = table.plugin(&d.plugin).cloned() else {
-                let update = DeliveryUpdate::Failed {
-                    event_id: d.event_id,
-                    plugin: d.plugin.clone(),
-                    attempts: d.attempts,
-                    error: "the plugin is not loaded".into(),
-                    give_up: d.attempts + 1 >= MAX_DELIVERY_ATTEMPTS,
-                };
-                let audit = self.event_audit(
-                    &d,
-                    None,
-                    Outcome::Error,
-                    Some("plugin not loaded".into()),
-                    started,
-                );
-                self.commit_delivery(Commit {
-                    delivery: Some(update),
-                    ..Commit::only_audit(None, audit, vec![])
-                })
-                .await?;
+                let error = "the plugin is not loaded".to_owned();
+                let commit = self.failed_delivery(&d, None, Outcome::Error, error, started);
+                self.commit_delivery(commit).await?;
                 continue;
             };
             for _ in 0..5 {
@@ -219,17 +202,7 @@ impl Bot {
                             }
                             Vec::new()
                         } else {
-                            state
-                                .events
-                                .into_iter()
-                                .map(|(topic, payload)| NewEvent {
-                                    subscribers: table.subscribers(&topic),
-                                    topic,
-                                    payload,
-                                    source_plugin: plugin.name.to_string(),
-                                    depth,
-                                })
-                                .collect()
+                            table.new_events(state.events, &plugin.name, depth)
                         };
                         Commit {
                             processed: None,
@@ -246,19 +219,15 @@ impl Bot {
                         }
                     }
                     Ok(Err(message)) => {
-                        self.failed_delivery(&d, &plugin, Outcome::Error, message, started)
+                        self.failed_delivery(&d, Some(&plugin), Outcome::Error, message, started)
                     }
                     Err(e) => {
                         tracing::warn!(plugin = %plugin.name, topic = %d.topic, "event handler failed: {}", detail_of(&e));
                         if plugin.health.failed(self.config.runtime.quarantine_after) {
                             tracing::error!(plugin = %plugin.name, "quarantined after {} failures in a row", plugin.health.failures());
                         }
-                        let kind = match e {
-                            crate::runtime::PluginError::Timeout(_) => Outcome::Timeout,
-                            _ => Outcome::Trap,
-                        };
                         let error = format!("{}; {}", chat_text(&e), detail_of(&e));
-                        self.failed_delivery(&d, &plugin, kind, error, started)
+                        self.failed_delivery(&d, Some(&plugin), outcome_of(&e), error, started)
                     }
                 };
                 let ok = commit.kv.is_some();
@@ -280,7 +249,7 @@ impl Bot {
     fn failed_delivery(
         &self,
         d: &crate::store::PendingDelivery,
-        plugin: &Arc<LoadedPlugin>,
+        plugin: Option<&Arc<LoadedPlugin>>,
         outcome: Outcome,
         error: String,
         started: Instant,
@@ -292,7 +261,7 @@ impl Bot {
             error: error.clone(),
             give_up: d.attempts + 1 >= MAX_DELIVERY_ATTEMPTS,
         };
-        let audit = self.event_audit(d, Some(plugin), outcome, Some(error), started);
+        let audit = self.event_audit(d, plugin, outcome, Some(error), started);
         Commit {
             delivery: Some(update),
             ..Commit::only_audit(None, audit, vec![])
@@ -325,7 +294,7 @@ impl Bot {
             decision: Decision::NotChecked,
             outcome,
             detail,
-            duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            duration_us: AuditRecord::micros_since(started),
         }
     }
 
@@ -344,20 +313,7 @@ impl Bot {
                 let body = format!(
                     "a new version of a plugin failed to load; the old version keeps serving: {e}"
                 );
-                let admins = self
-                    .config
-                    .roles
-                    .get(crate::roles::ADMIN)
-                    .cloned()
-                    .unwrap_or_default();
-                let messages = admins
-                    .into_iter()
-                    .map(|admin| OutMessage {
-                        target: Target::User(admin),
-                        body: body.clone(),
-                        reply_to: None,
-                    })
-                    .collect();
+                let messages = OutMessage::direct_to_each(self.config.admins(), &body);
                 (Outcome::Error, e.to_string(), messages)
             }
         };
@@ -372,7 +328,7 @@ impl Bot {
             decision: Decision::NotChecked,
             outcome,
             detail: Some(detail),
-            duration_us: i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            duration_us: AuditRecord::micros_since(started),
         };
         self.db
             .commit(&Commit::only_audit(None, audit, messages))

@@ -249,6 +249,14 @@ impl Config {
         })
     }
 
+    /// Users who are admins by the config: the people told about things
+    /// nobody asked for in chat (quarantines, failed reloads).
+    pub fn admins(&self) -> &[String] {
+        self.roles
+            .get(crate::roles::ADMIN)
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// Every role the operator defined, plus the built-in ones.
     pub fn known_roles(&self) -> BTreeSet<String> {
         let mut all: BTreeSet<String> = roles::BUILT_IN.iter().map(|r| (*r).to_owned()).collect();

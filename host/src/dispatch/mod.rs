@@ -25,9 +25,7 @@ use crate::registry::Registry;
 use crate::roles::Held;
 use crate::runtime::bindings::{Arg, CommandError, CommandSpec, Invocation};
 use crate::runtime::{CallState, LoadedPlugin, PluginError, Runtime};
-use crate::store::{
-    AuditRecord, Commit, Db, Decision, NewEvent, OutMessage, Outcome, StoreError, Target,
-};
+use crate::store::{AuditRecord, Commit, Db, Decision, OutMessage, Outcome, StoreError, Target};
 
 /// How many times a call whose reads went stale is re-run before giving up.
 /// Each retry waits a random, growing moment so contenders spread out.
@@ -239,7 +237,7 @@ impl Dispatcher {
             decision,
             outcome,
             detail,
-            duration_us: i64::try_from(req.started.elapsed().as_micros()).unwrap_or(i64::MAX),
+            duration_us: AuditRecord::micros_since(req.started),
         }
     }
 
@@ -387,11 +385,7 @@ impl Dispatcher {
                 }
                 Err(e) => {
                     tracing::warn!(plugin = %plugin.name, command = %req.line, "plugin call failed: {e:#}");
-                    let kind = match e {
-                        PluginError::Timeout(_) => Outcome::Timeout,
-                        PluginError::Busy => Outcome::Error,
-                        _ => Outcome::Trap,
-                    };
+                    let kind = outcome_of(&e);
                     if !matches!(e, PluginError::Busy) {
                         fault = Some(match &e {
                             PluginError::Trap { cause, .. } => format!("crashed ({cause})"),
@@ -434,17 +428,7 @@ impl Dispatcher {
             self.prefix,
             plugin.name
         );
-        self.config
-            .roles
-            .get(crate::roles::ADMIN)
-            .into_iter()
-            .flatten()
-            .map(|admin| OutMessage {
-                target: Target::User(admin.clone()),
-                body: body.clone(),
-                reply_to: None,
-            })
-            .collect()
+        OutMessage::direct_to_each(self.config.admins(), &body)
     }
 
     fn effects_commit(
@@ -456,17 +440,7 @@ impl Dispatcher {
     ) -> Commit {
         let mut messages = vec![self.reply(req, reply)];
         messages.extend(state.messages);
-        let events = state
-            .events
-            .into_iter()
-            .map(|(topic, payload)| NewEvent {
-                subscribers: req.table.subscribers(&topic),
-                topic,
-                payload,
-                source_plugin: state.plugin.to_string(),
-                depth: 0,
-            })
-            .collect();
+        let events = req.table.new_events(state.events, &state.plugin, 0);
         Commit {
             processed: Some(req.msg.id.clone()),
             audit: self.audit(req, Some(owner), Decision::Allowed, Outcome::Ok, None),
@@ -495,6 +469,16 @@ pub fn chat_text(e: &PluginError) -> String {
     match e {
         PluginError::Trap { .. } => "the plugin crashed; the details are in the audit log".into(),
         other => other.to_string(),
+    }
+}
+
+/// The audit outcome of a failed call: a timeout, a crash (traps and
+/// memory), or an error for load (`Busy`), which is not the plugin's fault.
+pub fn outcome_of(e: &PluginError) -> Outcome {
+    match e {
+        PluginError::Timeout(_) => Outcome::Timeout,
+        PluginError::Busy => Outcome::Error,
+        PluginError::Trap { .. } | PluginError::OutOfMemory { .. } => Outcome::Trap,
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::runtime::LoadedPlugin;
 use crate::runtime::bindings::CommandSpec;
+use crate::store::NewEvent;
 
 /// Who answers a command.
 #[derive(Debug, Clone)]
@@ -134,6 +135,26 @@ impl CommandTable {
             .iter()
             .filter(|p| p.info.subscriptions.iter().any(|s| topic_matches(s, topic)))
             .map(|p| p.name.to_string())
+            .collect()
+    }
+
+    /// Stores-ready events from what a call of `source` emitted, each with
+    /// the plugins subscribed to its topic now.
+    pub fn new_events(
+        &self,
+        emitted: Vec<(String, String)>,
+        source: &str,
+        depth: i64,
+    ) -> Vec<NewEvent> {
+        emitted
+            .into_iter()
+            .map(|(topic, payload)| NewEvent {
+                subscribers: self.subscribers(&topic),
+                topic,
+                payload,
+                source_plugin: source.to_owned(),
+                depth,
+            })
             .collect()
     }
 

@@ -84,6 +84,13 @@ pub struct AuditRecord {
     pub duration_us: i64,
 }
 
+impl AuditRecord {
+    /// Microseconds since `started`, for [`AuditRecord::duration_us`].
+    pub fn micros_since(started: std::time::Instant) -> i64 {
+        i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX)
+    }
+}
+
 /// One audit row read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {

@@ -232,14 +232,4 @@ impl Db {
         tx.commit().await.map_err(classify)?;
         Ok(())
     }
-
-    /// Whether a chat message was already handled.
-    pub async fn is_processed(&self, message_id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT processed_ms FROM processed_messages WHERE message_id = $1")
-                .bind(message_id)
-                .fetch_optional(&self.read)
-                .await?;
-        Ok(found.is_some())
-    }
 }

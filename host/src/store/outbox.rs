@@ -25,6 +25,20 @@ pub struct OutMessage {
     pub reply_to: Option<String>,
 }
 
+impl OutMessage {
+    /// The same Markdown sent directly to each of `users`.
+    pub fn direct_to_each(users: &[String], body: &str) -> Vec<Self> {
+        users
+            .iter()
+            .map(|user| Self {
+                target: Target::User(user.clone()),
+                body: body.to_owned(),
+                reply_to: None,
+            })
+            .collect()
+    }
+}
+
 /// A stored message not yet delivered.
 #[derive(Debug, Clone)]
 pub struct PendingMessage {
