@@ -121,6 +121,26 @@ impl Bot {
         Ok(handled)
     }
 
+    /// The bot's clock, in ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Whether `body` is addressed to the bot.
+    pub fn addressed(&self, body: &str) -> bool {
+        self.dispatcher.addressed(body)
+    }
+
+    /// Answers `msg` without running it (see [`Dispatcher::skip`]) and
+    /// delivers the answer.
+    pub async fn skip(&self, msg: &Incoming, reply: String) -> anyhow::Result<Handled> {
+        let handled = self.dispatcher.skip(msg, reply).await?;
+        if matches!(handled, Handled::Answered(_)) {
+            self.flush().await?;
+        }
+        Ok(handled)
+    }
+
     /// Delivers pending messages and events until nothing is left that can
     /// be delivered now; failures stay pending for the next flush.
     pub async fn flush(&self) -> anyhow::Result<()> {
@@ -147,10 +167,19 @@ impl Bot {
             let pending = self.db.outbox_pending(BATCH).await?;
             let more = pending.len() as i64 == BATCH;
             for p in &pending {
-                if let Err(e) = self.sink.deliver(&p.message).await {
+                let key = format!("ikkyu-{}-{}", p.id, p.created_ms);
+                if let Err(e) = self.sink.deliver(&key, &p.message).await {
+                    if e.permanent {
+                        tracing::error!(attempts = p.attempts + 1, "giving up a message: {e}");
+                        let now = self.clock.now_ms();
+                        self.db
+                            .outbox_failed(p.id, &e.to_string(), Some(now))
+                            .await?;
+                        continue;
+                    }
                     // Keep order: stop at the first failure and retry later.
                     tracing::warn!(attempts = p.attempts + 1, "{e}");
-                    self.db.outbox_failed(p.id, &e.to_string()).await?;
+                    self.db.outbox_failed(p.id, &e.to_string(), None).await?;
                     return Ok(());
                 }
                 self.db.outbox_delivered(p.id, self.clock.now_ms()).await?;

@@ -35,6 +35,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the bot on the Matrix homeserver of the config's [matrix] section.
+    Run,
+    /// Set up cross-signing for the bot's Matrix device and print the keys
+    /// people compare to verify it. Run it while the bot is stopped.
+    Verify,
     /// Chat with the bot in this terminal (or through a pipe) as one user.
     Console {
         /// The user you type as; `/as @other:server` switches.
@@ -74,12 +79,76 @@ fn load_config(path: &Path, explicit: bool) -> anyhow::Result<Config> {
     Ok(Config::load(&path)?)
 }
 
+fn matrix_section(config: &Config) -> anyhow::Result<&crate::config::MatrixConfig> {
+    config.matrix.as_ref().context(
+        "the config has no [matrix] section: add one with homeserver and password (see ikkyu.toml), or try the bot without a server with `ikkyu console`",
+    )
+}
+
+/// The main job: the bot on Matrix until Ctrl-C or SIGTERM.
+async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
+    use crate::chat::matrix::{MatrixChat, Syncer, connect};
+    let matrix = matrix_section(&config)?.clone();
+    let client = connect(&config, &matrix).await?;
+    let chat = Arc::new(MatrixChat::new(client.clone()));
+    let bot = Arc::new(Bot::start(&config, chat, clock).await?);
+    let _watch = if config.runtime.watch {
+        Some(crate::watch::start(bot.clone(), &config.plugins_dir())?)
+    } else {
+        None
+    };
+    tracing::info!(
+        user = %config.bot.user_id,
+        homeserver = %matrix.homeserver,
+        plugins = bot.plugins().len(),
+        "ikkyu is running on Matrix"
+    );
+    let syncer = Arc::new(Syncer::new(client, bot.clone(), matrix)?);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    let result = tokio::select! {
+        r = syncer.run() => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = terminate.recv() => Ok(()),
+    };
+    tracing::info!("stopping");
+    bot.shutdown().await;
+    result
+}
+
 /// Runs the command line; the exit code tells scripts what happened.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let explicit = std::env::var_os("IKKYU_CONFIG").is_some()
         || std::env::args().any(|a| a == "--config" || a == "-c" || a.starts_with("--config="));
     let clock: SharedClock = Arc::new(SystemClock);
     match cli.command {
+        Command::Run => {
+            let config = load_config(&cli.config, explicit)?;
+            run_matrix(config, clock).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify => {
+            let config = load_config(&cli.config, explicit)?;
+            let matrix = matrix_section(&config)?;
+            let client = crate::chat::matrix::connect(&config, matrix).await?;
+            let id = crate::chat::matrix::bootstrap(&client, matrix).await?;
+            println!("user:        {}", id.user_id);
+            println!("device:      {}", id.device_id);
+            println!("session key: {}", id.ed25519);
+            println!(
+                "cross-signing: {}",
+                if id.cross_signed {
+                    "set up; this device is signed"
+                } else {
+                    "incomplete"
+                }
+            );
+            println!(
+                "To trust the bot, open its profile in your client, pick the device {} and verify it by comparing the session key above (\"manually verify by text\").",
+                id.device_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Console { user } => {
             anyhow::ensure!(
                 crate::roles::is_user_id(&user),

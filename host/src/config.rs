@@ -71,6 +71,9 @@ pub struct Config {
     /// Role name -> users who hold it from the config.
     #[serde(default)]
     pub roles: BTreeMap<String, Vec<String>>,
+    /// The Matrix homeserver `ikkyu run` connects to; the console needs none.
+    #[serde(default)]
+    pub matrix: Option<MatrixConfig>,
     /// Folder the config file is in; relative paths are resolved from it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -144,6 +147,104 @@ impl Default for RuntimeConfig {
             watch: true,
             cache_dir: PathBuf::from("cache"),
         }
+    }
+}
+
+/// How the bot reaches its Matrix homeserver. The bot's account is
+/// `bot.user_id`; exactly one of `password` and `access_token` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixConfig {
+    /// The homeserver's client API base URL, e.g. `https://matrix.example.org`.
+    pub homeserver: String,
+    /// The bot account's password; the bot logs in once and then reuses
+    /// its stored session (and device) on every restart.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// An access token for the bot account, instead of a password.
+    #[serde(default)]
+    pub access_token: Option<Secret>,
+    /// The name other users see for the bot's device.
+    #[serde(default = "default_device_name")]
+    pub device_name: String,
+    /// Session and end-to-end encryption keys (SQLite), relative to the
+    /// config file. Losing it means a new device that cannot read old
+    /// encrypted messages; back it up with the database.
+    #[serde(default = "default_store_dir")]
+    pub store_dir: PathBuf,
+    /// Encrypts the store at rest.
+    #[serde(default)]
+    pub store_passphrase: Option<Secret>,
+    /// Who may invite the bot into a room: user ids (`@alice:example.org`)
+    /// or whole servers (`:example.org`). Invites from anyone else are
+    /// declined.
+    #[serde(default)]
+    pub allowed_inviters: Vec<String>,
+    /// Commands sent while the bot was down are answered after it starts if
+    /// they are at most this old; older ones are told they were skipped.
+    #[serde(default = "default_max_command_age", with = "humantime_serde_compat")]
+    pub max_command_age: Duration,
+}
+
+fn default_device_name() -> String {
+    "ikkyu".into()
+}
+
+fn default_store_dir() -> PathBuf {
+    PathBuf::from("matrix-store")
+}
+
+fn default_max_command_age() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl MatrixConfig {
+    /// Whether `user` may invite the bot into a room.
+    pub fn may_invite(&self, user: &str) -> bool {
+        let server = user.split_once(':').map(|(_, s)| s);
+        self.allowed_inviters.iter().any(|allowed| {
+            allowed == user || allowed.strip_prefix(':').is_some_and(|s| Some(s) == server)
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| {
+            Err(ConfigError::Invalid {
+                key: format!("matrix.{key}"),
+                message,
+            })
+        };
+        if !(self.homeserver.starts_with("https://") || self.homeserver.starts_with("http://")) {
+            return invalid(
+                "homeserver",
+                format!(
+                    "{:?} is not a URL like \"https://matrix.example.org\"",
+                    self.homeserver
+                ),
+            );
+        }
+        if self.password.is_some() == self.access_token.is_some() {
+            return invalid(
+                "password",
+                "set exactly one of `password` and `access_token`, e.g. password = { env = \"IKKYU_MATRIX_PASSWORD\" }".into(),
+            );
+        }
+        if let Some(bad) = self
+            .allowed_inviters
+            .iter()
+            .find(|u| !(roles::is_user_id(u) || u.strip_prefix(':').is_some_and(|s| !s.is_empty())))
+        {
+            return invalid(
+                "allowed_inviters",
+                format!(
+                    "{bad:?} is neither a user id like \"@alice:example.org\" nor a server like \":example.org\""
+                ),
+            );
+        }
+        if self.max_command_age.is_zero() {
+            return invalid("max_command_age", "must be more than 0, e.g. \"1h\"".into());
+        }
+        Ok(())
     }
 }
 
@@ -249,6 +350,11 @@ impl Config {
         })
     }
 
+    /// The Matrix store folder, resolved against the config's folder.
+    pub fn matrix_store_dir(&self, matrix: &MatrixConfig) -> PathBuf {
+        self.base_dir.join(&matrix.store_dir)
+    }
+
     /// Users who are admins by the config: the people told about things
     /// nobody asked for in chat (quarantines, failed reloads).
     pub fn admins(&self) -> &[String] {
@@ -328,6 +434,9 @@ impl Config {
                 }
             }
         }
+        if let Some(matrix) = &self.matrix {
+            matrix.validate()?;
+        }
         for (role, users) in &self.roles {
             if RoleName::parse(role).is_err() {
                 return invalid(
@@ -400,11 +509,34 @@ mod tests {
             ),
             ("[roles]\nadmin = [\"root\"]", "roles.admin"),
             ("[database]\nurl = \"mysql://x\"", "database.url"),
+            (
+                "[matrix]\nhomeserver = \"matrix.org\"\npassword = \"x\"",
+                "matrix.homeserver",
+            ),
+            ("[matrix]\nhomeserver = \"http://h\"", "exactly one of"),
+            (
+                "[matrix]\nhomeserver = \"http://h\"\npassword = \"x\"\nallowed_inviters = [\"bob\"]",
+                "matrix.allowed_inviters",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(text).expect_err(text).to_string();
             assert!(err.contains(expected), "{text:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn inviters_are_users_or_whole_servers() {
+        let c = parse(
+            "[matrix]\nhomeserver = \"http://h\"\naccess_token = \"t\"\nallowed_inviters = [\"@alice:a.org\", \":b.org\"]",
+        )
+        .expect("valid");
+        let m = c.matrix.expect("matrix section");
+        assert!(m.may_invite("@alice:a.org"));
+        assert!(!m.may_invite("@mallory:a.org"));
+        assert!(m.may_invite("@anyone:b.org"));
+        assert!(!m.may_invite("@anyone:evil-b.org"));
+        assert_eq!(m.max_command_age, Duration::from_secs(3600));
     }
 
     #[test]

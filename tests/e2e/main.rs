@@ -4,4 +4,5 @@
 mod concurrency;
 mod containment;
 mod lifecycle;
+mod matrix;
 mod transcripts;

@@ -5,6 +5,9 @@
 //! by `cargo xtask plugins`, databases are real SQLite files and a real
 //! PostgreSQL server.
 
+pub mod matrix;
+pub mod synapse;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -3,6 +3,7 @@
 //!
 //! - `cargo xtask demo`    build host and plugins, start the console bot
 //! - `cargo xtask plugins` build the plugins into target/plugins
+//! - `cargo xtask matrix`  a local Synapse with the bot in it, to try by hand
 //! - `cargo xtask ci`      exactly what CI runs: format, lints, every test
 
 use std::path::{Path, PathBuf};
@@ -36,7 +37,8 @@ fn run() -> anyhow::Result<()> {
         Some("plugins") => build_plugins(&root).map(|_| ()),
         Some("demo") => demo(&root, &args[1..]),
         Some("ci") => ci(&root),
-        _ => bail!("usage: cargo xtask <demo [--as @user:server] | plugins | ci>"),
+        Some("matrix") => local_matrix(&root, &args[1..]),
+        _ => bail!("usage: cargo xtask <demo [--as @user:server] | plugins | matrix [port] | ci>"),
     }
 }
 
@@ -127,6 +129,31 @@ fn demo(root: &Path, rest: &[String]) -> anyhow::Result<()> {
             rest.to_vec()
         });
     status(&mut cmd)
+}
+
+/// A local Synapse (installed from PyPI into target/synapse) with the bot
+/// logged in, for trying ikkyu with a real Matrix client.
+fn local_matrix(root: &Path, rest: &[String]) -> anyhow::Result<()> {
+    build_plugins(root)?;
+    status(
+        cargo()
+            .current_dir(root)
+            .args(["build", "--quiet", "-p", "ikkyu", "--bin", "ikkyu"]),
+    )?;
+    status(
+        cargo()
+            .current_dir(root)
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "ikkyu-e2e",
+                "--bin",
+                "local-matrix",
+                "--",
+            ])
+            .args(rest),
+    )
 }
 
 /// Exactly what CI runs. PostgreSQL tests use IKKYU_TEST_POSTGRES_URL,

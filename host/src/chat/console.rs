@@ -53,6 +53,7 @@ impl Console {
             sender: user.to_owned(),
             room: CONSOLE_ROOM.to_owned(),
             body: body.to_owned(),
+            thread_root: None,
             sent_ms: now_ms,
         }
     }
@@ -73,7 +74,11 @@ impl<W> WriterSink<W> {
 }
 
 impl<W: AsyncWrite + Unpin + Send> ChatSink for WriterSink<W> {
-    fn deliver<'a>(&'a self, message: &'a OutMessage) -> BoxFuture<'a, Result<(), ChatError>> {
+    fn deliver<'a>(
+        &'a self,
+        _key: &'a str,
+        message: &'a OutMessage,
+    ) -> BoxFuture<'a, Result<(), ChatError>> {
         Box::pin(async move {
             let mut out = self.out.lock().await;
             let text = format!("{}\n", render(message));
@@ -84,6 +89,7 @@ impl<W: AsyncWrite + Unpin + Send> ChatSink for WriterSink<W> {
             res.await.map_err(|e| ChatError {
                 target: "console".into(),
                 message: e.to_string(),
+                permanent: false,
             })
         })
     }
@@ -106,13 +112,18 @@ impl RecordingSink {
 }
 
 impl ChatSink for RecordingSink {
-    fn deliver<'a>(&'a self, message: &'a OutMessage) -> BoxFuture<'a, Result<(), ChatError>> {
+    fn deliver<'a>(
+        &'a self,
+        _key: &'a str,
+        message: &'a OutMessage,
+    ) -> BoxFuture<'a, Result<(), ChatError>> {
         Box::pin(async move {
             self.seen
                 .lock()
                 .map_err(|_| ChatError {
                     target: "recording".into(),
                     message: "poisoned".into(),
+                    permanent: true,
                 })?
                 .push(render(message));
             Ok(())

@@ -5,6 +5,7 @@
 //! rest of the host never knows which chat network it is on.
 
 pub mod console;
+pub mod matrix;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,11 +24,16 @@ pub struct Incoming {
     pub room: String,
     /// The plain-text body.
     pub body: String,
+    /// The root of the thread the message was sent in, if any; the answer
+    /// goes into the same thread.
+    pub thread_root: Option<String>,
     /// When the homeserver (or console) received it, ms since the epoch.
     pub sent_ms: i64,
 }
 
-/// Why a message could not be delivered; it stays in the outbox.
+/// Why a message could not be delivered. A transient failure leaves it in
+/// the outbox for a retry; a permanent one (the bot was thrown out of the
+/// room, the user does not exist) is recorded and given up.
 #[derive(Debug, thiserror::Error)]
 #[error("delivering to {target}: {message}")]
 pub struct ChatError {
@@ -35,6 +41,8 @@ pub struct ChatError {
     pub target: String,
     /// What went wrong, as the adapter reported it.
     pub message: String,
+    /// Retrying cannot help.
+    pub permanent: bool,
 }
 
 /// A boxed future, so sinks can be used as trait objects.
@@ -42,6 +50,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Delivers committed messages to the chat network.
 pub trait ChatSink: Send + Sync {
-    /// Delivers one message; an error leaves it in the outbox for a retry.
-    fn deliver<'a>(&'a self, message: &'a OutMessage) -> BoxFuture<'a, Result<(), ChatError>>;
+    /// Delivers one message. `key` is unique to this message and the same
+    /// on every attempt, so a network that deduplicates by it (Matrix
+    /// transaction ids) never shows a message twice when a crash made the
+    /// bot send it again.
+    fn deliver<'a>(
+        &'a self,
+        key: &'a str,
+        message: &'a OutMessage,
+    ) -> BoxFuture<'a, Result<(), ChatError>>;
 }

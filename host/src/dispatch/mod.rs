@@ -115,6 +115,29 @@ impl Dispatcher {
         lanes.entry(plugin.to_owned()).or_default().clone()
     }
 
+    /// Whether `body` is addressed to the bot (prefix or mention), so an
+    /// adapter knows if a message it must not run deserves an answer.
+    pub fn addressed(&self, body: &str) -> bool {
+        parse::recognise(body, &self.prefix, &self.bot_user).is_some()
+    }
+
+    /// Answers `msg` with `reply` without running it (a command too old to
+    /// run, a message the adapter could not read), on record as skipped and
+    /// marked processed like any answer, so it is said once.
+    pub async fn skip(&self, msg: &Incoming, reply: String) -> anyhow::Result<Handled> {
+        let line = parse::recognise(&msg.body, &self.prefix, &self.bot_user)
+            .unwrap_or(&msg.body)
+            .to_owned();
+        let req = Request {
+            msg,
+            line,
+            started: Instant::now(),
+            table: self.registry.current(),
+        };
+        self.refuse(&req, None, Decision::NotChecked, Outcome::Skipped, reply)
+            .await
+    }
+
     /// The built-in command declarations.
     pub fn builtin_specs() -> Vec<CommandSpec> {
         builtins::specs()
@@ -246,6 +269,7 @@ impl Dispatcher {
             target: Target::Room(req.msg.room.clone()),
             body,
             reply_to: Some(req.msg.id.clone()),
+            thread_root: req.msg.thread_root.clone(),
         }
     }
 

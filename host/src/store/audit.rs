@@ -41,6 +41,8 @@ pub enum Outcome {
     Denied,
     /// Not a known command.
     Unknown,
+    /// Not run on purpose: too old when the bot saw it, or unreadable.
+    Skipped,
 }
 
 impl Outcome {
@@ -53,6 +55,7 @@ impl Outcome {
             Outcome::Timeout => "timeout",
             Outcome::Denied => "denied",
             Outcome::Unknown => "unknown",
+            Outcome::Skipped => "skipped",
         }
     }
 }

@@ -11,6 +11,7 @@ mod commit;
 mod events;
 mod kv;
 mod outbox;
+mod positions;
 mod roles;
 
 use std::time::Duration;

@@ -23,6 +23,9 @@ pub struct OutMessage {
     pub body: String,
     /// The chat message this answers, so adapters can thread the reply.
     pub reply_to: Option<String>,
+    /// The root of the thread the answered message was in; the answer goes
+    /// into the same thread.
+    pub thread_root: Option<String>,
 }
 
 impl OutMessage {
@@ -34,6 +37,7 @@ impl OutMessage {
                 target: Target::User(user.clone()),
                 body: body.to_owned(),
                 reply_to: None,
+                thread_root: None,
             })
             .collect()
     }
@@ -44,6 +48,10 @@ impl OutMessage {
 pub struct PendingMessage {
     /// Row id; delivery is in id order.
     pub id: i64,
+    /// When it was committed; with the id it makes a key no other message
+    /// of any database shares, which adapters use to make a repeated
+    /// delivery (after a crash) a no-op on the network.
+    pub created_ms: i64,
     /// The message.
     pub message: OutMessage,
     /// Failed deliveries so far.
@@ -60,12 +68,14 @@ pub(super) async fn insert(
         Target::User(u) => ("user", u),
     };
     sqlx::query(
-        "INSERT INTO outbox (created_ms, target_kind, target, reply_to, body) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO outbox (created_ms, target_kind, target, reply_to, thread_root, body) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(now_ms)
     .bind(kind)
     .bind(target)
     .bind(&m.reply_to)
+    .bind(&m.thread_root)
     .bind(&m.body)
     .execute(tx)
     .await?;
@@ -76,32 +86,13 @@ impl Db {
     /// Undelivered messages, oldest first.
     pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<PendingMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, target_kind, target, reply_to, body, attempts FROM outbox \
-             WHERE delivered_ms IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, target_kind, target, reply_to, body, attempts, thread_root, created_ms \
+             FROM outbox WHERE delivered_ms IS NULL AND given_up_ms IS NULL ORDER BY id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let target: String = r.get(2);
-                let kind: String = r.get(1);
-                PendingMessage {
-                    id: r.get(0),
-                    message: OutMessage {
-                        target: if kind == "user" {
-                            Target::User(target)
-                        } else {
-                            Target::Room(target)
-                        },
-                        reply_to: r.get(3),
-                        body: r.get(4),
-                    },
-                    attempts: r.get(5),
-                }
-            })
-            .collect())
+        Ok(rows.iter().map(pending_of).collect())
     }
 
     /// Marks a message delivered so it is never sent again.
@@ -114,13 +105,43 @@ impl Db {
         Ok(())
     }
 
-    /// Records a failed delivery attempt; the message stays pending.
-    pub async fn outbox_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE id = $2")
-            .bind(error)
-            .bind(id)
-            .execute(&self.write)
-            .await?;
+    /// Records a failed delivery attempt. The message stays pending, unless
+    /// `give_up_ms` is set: then it stays on record, undelivered, and no
+    /// longer holds back the messages after it.
+    pub async fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        give_up_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, given_up_ms = $2 WHERE id = $3",
+        )
+        .bind(error)
+        .bind(give_up_ms)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
         Ok(())
+    }
+}
+
+fn pending_of(r: &sqlx::any::AnyRow) -> PendingMessage {
+    let kind: String = r.get(1);
+    let target: String = r.get(2);
+    PendingMessage {
+        id: r.get(0),
+        message: OutMessage {
+            target: if kind == "user" {
+                Target::User(target)
+            } else {
+                Target::Room(target)
+            },
+            reply_to: r.get(3),
+            body: r.get(4),
+            thread_root: r.get(6),
+        },
+        attempts: r.get(5),
+        created_ms: r.get(7),
     }
 }

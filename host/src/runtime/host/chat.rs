@@ -52,6 +52,7 @@ impl CallState {
             target,
             body,
             reply_to: None,
+            thread_root: None,
         });
         Ok(())
     }

@@ -1,0 +1,317 @@
+//! Reading the rooms: the sync loop that answers every command exactly once.
+//!
+//! Never lose: the sync position is saved in the bot's database only after
+//! every command before it was committed, and a timeline the server cut
+//! short (`limited`) is paged back until it meets what was seen before.
+//! Never repeat: each command's event id is the processed-message marker
+//! committed with its answer, and replies are sent with a transaction id
+//! the homeserver deduplicates. Commands sent while the bot was down are
+//! answered if they are younger than `matrix.max_command_age`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::deserialized_responses::TimelineEvent;
+use matrix_sdk::room::MessagesOptions;
+use matrix_sdk::ruma::api::client::filter::{FilterDefinition, LazyLoadOptions};
+use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
+use matrix_sdk::ruma::{OwnedUserId, UInt};
+use matrix_sdk::sync::SyncResponse;
+use matrix_sdk::{Client, Room};
+
+use super::incoming::{Seen, classify};
+use crate::bot::Bot;
+use crate::chat::Incoming;
+use crate::config::MatrixConfig;
+
+/// The key of the Matrix sync position in `chat_positions`.
+const ADAPTER: &str = "matrix";
+/// Events per timeline in a sync; a longer gap is paged back.
+const TIMELINE_LIMIT: u32 = 50;
+/// Paging back a gap stops after this many events, however long it is.
+const MAX_GAP: usize = 2000;
+/// How long one sync request waits on the server for something new.
+const LONG_POLL: Duration = Duration::from_secs(30);
+/// Backoff bounds while the homeserver cannot be reached.
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// At most one "I cannot decrypt" notice per room in this time.
+const UTD_NOTICE_EVERY: Duration = Duration::from_secs(600);
+/// Clock skew allowed when deciding that an event was seen before.
+const SKEW_MS: i64 = 60_000;
+
+/// The sync loop of one bot.
+pub struct Syncer {
+    client: Client,
+    bot: Arc<Bot>,
+    matrix: MatrixConfig,
+    me: OwnedUserId,
+    /// When each room was last told about an undecryptable message.
+    told_utd: std::sync::Mutex<HashMap<String, Instant>>,
+}
+
+impl Syncer {
+    /// A loop for `client`, answering through `bot`.
+    pub fn new(client: Client, bot: Arc<Bot>, matrix: MatrixConfig) -> anyhow::Result<Self> {
+        let me = client
+            .user_id()
+            .context("the Matrix client is not logged in")?
+            .to_owned();
+        Ok(Self {
+            client,
+            bot,
+            matrix,
+            me,
+            told_utd: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Syncs until the process ends. Homeserver trouble is retried with
+    /// backoff and logged; a database failure ends the loop, since nothing
+    /// can be answered without it.
+    pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        // Answers committed before a crash go out first.
+        self.bot
+            .flush()
+            .await
+            .context("delivering pending messages")?;
+        let mut position = self.bot.db.chat_position(ADAPTER).await?;
+        if position.is_none() {
+            tracing::info!("first sync: earlier room history is not answered");
+        }
+        let mut backoff = BACKOFF_MIN;
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let mut settings = SyncSettings::default()
+                .filter(Filter::FilterDefinition(filter()))
+                .timeout(LONG_POLL);
+            if let Some((token, _)) = &position {
+                settings = settings.token(token.clone());
+            }
+            let response = match self.client.sync_once(settings).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let since = failing_since.get_or_insert_with(Instant::now);
+                    tracing::warn!(
+                        "cannot sync with the homeserver (failing for {}s); retrying in {}s: {e}",
+                        since.elapsed().as_secs(),
+                        backoff.as_secs()
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            if let Some(since) = failing_since.take() {
+                tracing::info!(
+                    "reconnected to the homeserver after {}s",
+                    since.elapsed().as_secs()
+                );
+            }
+            backoff = BACKOFF_MIN;
+            self.invites(&response).await;
+            if let Some((_, saved_ms)) = &position {
+                self.timelines(&response, *saved_ms).await?;
+            }
+            let now = self.bot.now_ms();
+            self.bot
+                .db
+                .save_chat_position(ADAPTER, &response.next_batch, now)
+                .await?;
+            position = Some((response.next_batch, now));
+            // Retries what a previous delivery could not send.
+            if let Err(e) = self.bot.flush().await {
+                tracing::warn!("delivering pending messages: {e:#}");
+            }
+        }
+    }
+
+    /// Joins rooms the bot is invited to by allowed users; declines others.
+    async fn invites(&self, response: &SyncResponse) {
+        for room_id in response.rooms.invited.keys() {
+            let Some(room) = self.client.get_room(room_id) else {
+                continue;
+            };
+            let inviter = match room.invite_details().await {
+                Ok(invite) => invite.inviter_id.to_string(),
+                Err(e) => {
+                    tracing::warn!(room = %room_id, "cannot read the invite: {e}");
+                    continue;
+                }
+            };
+            let result = if self.matrix.may_invite(&inviter) {
+                tracing::info!(room = %room_id, %inviter, "joining on invite");
+                room.join().await
+            } else {
+                tracing::warn!(room = %room_id, %inviter, "declining an invite from a user not in matrix.allowed_inviters");
+                room.leave().await
+            };
+            if let Err(e) = result {
+                tracing::warn!(room = %room_id, "answering the invite failed: {e}");
+            }
+        }
+    }
+
+    /// Answers the commands in every joined room's new timeline; rooms in
+    /// parallel, each room's commands in the order they were sent.
+    async fn timelines(
+        self: &Arc<Self>,
+        response: &SyncResponse,
+        saved_ms: i64,
+    ) -> anyhow::Result<()> {
+        let mut rooms = tokio::task::JoinSet::new();
+        for (room_id, update) in &response.rooms.joined {
+            let Some(room) = self.client.get_room(room_id) else {
+                continue;
+            };
+            let mut events = update.timeline.events.clone();
+            if update.timeline.limited
+                && let Some(prev) = &update.timeline.prev_batch
+            {
+                let mut earlier = self.gap(&room, prev, saved_ms).await;
+                earlier.append(&mut events);
+                events = earlier;
+            }
+            let seen: Vec<Seen> = events
+                .iter()
+                .map(|e| classify(e, room_id, &self.me))
+                .collect();
+            // What came before the bot joined is history, not for it.
+            let start = seen
+                .iter()
+                .rposition(|s| *s == Seen::BotJoined)
+                .map_or(0, |i| i + 1);
+            let seen: Vec<Seen> = seen.into_iter().skip(start).collect();
+            if seen
+                .iter()
+                .all(|s| matches!(s, Seen::Other | Seen::BotJoined))
+            {
+                continue;
+            }
+            let this = self.clone();
+            rooms.spawn(async move {
+                for s in seen {
+                    this.answer(s).await?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(done) = rooms.join_next().await {
+            done.context("a room's task panicked")??;
+        }
+        Ok(())
+    }
+
+    /// Events the server left out between the last sync and `prev_batch`,
+    /// oldest first: paged back until an event older than the last saved
+    /// position, the bot's own join, or the start of the room.
+    async fn gap(&self, room: &Room, prev_batch: &str, saved_ms: i64) -> Vec<TimelineEvent> {
+        let mut collected: Vec<TimelineEvent> = Vec::new();
+        let mut from = prev_batch.to_owned();
+        loop {
+            let mut options = MessagesOptions::backward().from(Some(from.as_str()));
+            options.limit = UInt::from(100u32);
+            let page = match room.messages(options).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(room = %room.room_id(), "paging back a gap failed; older commands in it are not answered: {e}");
+                    break;
+                }
+            };
+            let mut reached_seen = false;
+            for event in page.chunk {
+                let old = event
+                    .timestamp()
+                    .is_some_and(|t| i64::from(t.0) < saved_ms - SKEW_MS);
+                let joined = classify(&event, room.room_id(), &self.me) == Seen::BotJoined;
+                collected.push(event);
+                if old || joined {
+                    reached_seen = true;
+                    break;
+                }
+            }
+            if reached_seen {
+                break;
+            }
+            if collected.len() >= MAX_GAP {
+                tracing::warn!(room = %room.room_id(), "a gap of more than {MAX_GAP} events; older commands in it are not answered");
+                break;
+            }
+            match page.end {
+                Some(end) if end != from => from = end,
+                _ => break,
+            }
+        }
+        tracing::info!(room = %room.room_id(), events = collected.len(), "paged back a gap in the timeline");
+        collected.reverse();
+        collected
+    }
+
+    /// Runs, skips or reports one event.
+    async fn answer(&self, seen: Seen) -> anyhow::Result<()> {
+        match seen {
+            Seen::Message(msg) if self.bot.addressed(&msg.body) => {
+                let age_ms = self.bot.now_ms() - msg.sent_ms;
+                let max = self.matrix.max_command_age;
+                if age_ms > i64::try_from(max.as_millis()).unwrap_or(i64::MAX) {
+                    let reply = too_old(&msg, age_ms, max);
+                    self.bot.skip(&msg, reply).await?;
+                } else {
+                    self.bot.handle(&msg).await?;
+                }
+            }
+            Seen::Undecryptable(msg) if self.should_tell_utd(&msg.room) => {
+                tracing::warn!(room = %msg.room, event = %msg.id, sender = %msg.sender, "cannot decrypt a message");
+                let reply = format!(
+                    "I could not decrypt a message from {} here, so I cannot tell if it was a command. \
+                     If it was, send it again; if this keeps happening, verify my device \
+                     (the operator runs `ikkyu verify`) or check that I was in the room when it was sent.",
+                    msg.sender
+                );
+                self.bot.skip(&msg, reply).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn should_tell_utd(&self, room: &str) -> bool {
+        let mut told = self
+            .told_utd
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match told.get(room) {
+            Some(at) if at.elapsed() < UTD_NOTICE_EVERY => false,
+            _ => {
+                told.insert(room.to_owned(), Instant::now());
+                true
+            }
+        }
+    }
+}
+
+/// The answer to a command that waited too long to be run.
+fn too_old(msg: &Incoming, age_ms: i64, max: Duration) -> String {
+    let age = Duration::from_secs(u64::try_from(age_ms / 1000).unwrap_or(0));
+    format!(
+        "{}, I skipped `{}`: it was sent {} ago, while I was away, and I do not run commands older than {}. Send it again if it still matters.",
+        msg.sender,
+        msg.body.trim(),
+        humantime::format_duration(age),
+        humantime::format_duration(max)
+    )
+}
+
+/// Enough of each timeline to answer a burst in one sync, with members
+/// loaded lazily (the bot never needs the whole member list).
+fn filter() -> FilterDefinition {
+    let mut filter = FilterDefinition::default();
+    filter.room.timeline.limit = Some(UInt::from(TIMELINE_LIMIT));
+    filter.room.state.lazy_load_options = LazyLoadOptions::Enabled {
+        include_redundant_members: false,
+    };
+    filter
+}

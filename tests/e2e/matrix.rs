@@ -1,0 +1,334 @@
+//! The bot on a real Matrix homeserver (Synapse, started by the test
+//! harness), talked to by people with a real E2EE client, the bot being
+//! the real `ikkyu run` process.
+
+use std::time::Duration;
+
+use ikkyu::chat::matrix::MatrixChat;
+use ikkyu::config::Config;
+use ikkyu_e2e::matrix::{BotProcess, Human, Seen};
+use ikkyu_e2e::synapse::{self, Synapse};
+use matrix_sdk::Room;
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::ruma::OwnedEventId;
+use matrix_sdk::ruma::events::room::member::MembershipState;
+
+/// Generous: Synapse answers in ~50 ms, but CI machines are slow and a bot
+/// restart compiles nothing (the plugin cache) yet syncs from scratch.
+const WAIT: Duration = Duration::from_secs(40);
+
+/// A human, a running bot they may invite, and a room with both in it.
+struct Scene {
+    human: Human,
+    bot: BotProcess,
+    room: Room,
+    _dir: tempfile::TempDir,
+}
+
+async fn scene(name: &str, encrypted: bool, runtime: &str, extra: &str) -> anyhow::Result<Scene> {
+    let hs = synapse::shared().await?;
+    let human = Human::new(hs, &format!("{name}-alice")).await?;
+    let dir = tempfile::tempdir()?;
+    let extra = extra.replace("$HUMAN", human.user_id());
+    let mut bot = BotProcess::new(
+        hs,
+        &format!("{name}-bot"),
+        dir.path(),
+        &[human.user_id()],
+        runtime,
+        &extra,
+    )
+    .await?;
+    bot.start()?;
+    let room = human
+        .create_room(&[&bot.account.user_id], encrypted)
+        .await?;
+    if let Err(e) = human
+        .wait_membership(&room, &bot.account.user_id, MembershipState::Join, WAIT)
+        .await
+    {
+        anyhow::bail!("{e}\nbot log:\n{}", bot.log());
+    }
+    Ok(Scene {
+        human,
+        bot,
+        room,
+        _dir: dir,
+    })
+}
+
+impl Scene {
+    async fn command(&self, text: &str) -> anyhow::Result<(OwnedEventId, Seen)> {
+        let id = self.human.say(&self.room, text).await?;
+        match self.human.reply_to(&id, WAIT).await {
+            Ok(reply) => Ok((id, reply)),
+            Err(e) => anyhow::bail!("{e}\nbot log:\n{}", self.bot.log()),
+        }
+    }
+
+    fn bot_id(&self) -> &str {
+        &self.bot.account.user_id
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_commands_as_replies_with_html_pills_and_mentions() -> anyhow::Result<()> {
+    let s = scene("plain", false, "", "").await?;
+    let me = s.human.user_id().to_owned();
+
+    let (cmd, reply) = s.command(&format!("!points {me}")).await?;
+    assert_eq!(reply.in_reply_to.as_ref(), Some(&cmd));
+    assert!(reply.notice, "bots answer with m.notice: {reply:?}");
+    assert_eq!(reply.sender.as_str(), s.bot_id());
+    assert!(
+        reply.body.contains(&format!("{me}: 0 points")),
+        "{}",
+        reply.body
+    );
+    let html = reply.html.clone().unwrap_or_default();
+    assert!(
+        html.contains(&format!("https://matrix.to/#/{me}")),
+        "a pill for the user: {html}"
+    );
+    assert!(
+        reply.mentions.iter().any(|u| u.as_str() == me),
+        "mentions: {:?}",
+        reply.mentions
+    );
+
+    // A mention of the bot in plain text, and as the pill a client makes.
+    let localpart = s
+        .bot_id()
+        .trim_start_matches('@')
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let (_, reply) = s.command(&format!("{localpart}: plugins")).await?;
+    assert!(reply.body.contains("points"), "{}", reply.body);
+    let pill = format!(
+        r#"<a href="https://matrix.to/#/{}">Ikkyu Bot</a>: help points"#,
+        s.bot_id()
+    );
+    let id = s
+        .human
+        .say_html(&s.room, "Ikkyu Bot: help points", &pill)
+        .await?;
+    let reply = s.human.reply_to(&id, WAIT).await?;
+    assert!(reply.body.contains("points give"), "{}", reply.body);
+
+    // Chatter is not answered.
+    let chatter = s.human.say(&s.room, "lunch anyone?").await?;
+    let (_, _) = s.command("!points top").await?;
+    assert!(
+        s.human.replies_to(&chatter).is_empty(),
+        "the bot answered chatter"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn works_in_encrypted_rooms_and_threads() -> anyhow::Result<()> {
+    let s = scene("e2ee", true, "", "").await?;
+    let (cmd, reply) = s.command("!points").await?;
+    assert_eq!(reply.in_reply_to.as_ref(), Some(&cmd));
+    assert!(
+        reply.encrypted,
+        "the reply in an encrypted room must be encrypted: {reply:?}"
+    );
+    assert!(reply.body.contains("0 points"), "{}", reply.body);
+
+    let root = s.human.say(&s.room, "release 4.2 discussion").await?;
+    let cmd = s.human.say_in_thread(&s.room, &root, "!points top").await?;
+    let reply = s.human.reply_to(&cmd, WAIT).await?;
+    assert_eq!(
+        reply.thread_root.as_ref(),
+        Some(&root),
+        "the answer stays in the thread"
+    );
+    assert!(reply.encrypted);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declines_invites_from_strangers() -> anyhow::Result<()> {
+    let s = scene("stranger", false, "", "").await?;
+    let hs = synapse::shared().await?;
+    let mallory = Human::new(hs, "stranger-mallory").await?;
+    let room = mallory.create_room(&[s.bot_id()], false).await?;
+    mallory
+        .wait_membership(&room, s.bot_id(), MembershipState::Leave, WAIT)
+        .await?;
+    // The bot still serves the room it was allowed into.
+    s.command("!points").await?;
+    assert!(
+        s.bot.log().contains("declining an invite"),
+        "{}",
+        s.bot.log()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_open_a_room_once_and_reuse_it() -> anyhow::Result<()> {
+    let s = scene(
+        "dm",
+        false,
+        "quarantine_after = 1",
+        "[roles]\nadmin = [\"$HUMAN\"]",
+    )
+    .await?;
+    let (_, reply) = s.command("!boom").await?;
+    assert!(reply.body.contains("crashed"), "{}", reply.body);
+    let is_dm = |seen: &[Seen]| -> Vec<Seen> {
+        seen.iter()
+            .filter(|m| m.room != s.room.room_id() && m.body.contains("quarantined"))
+            .cloned()
+            .collect()
+    };
+    let first = s
+        .human
+        .wait_for(WAIT, "a direct message about the quarantine", |seen| {
+            is_dm(seen).first().cloned()
+        })
+        .await?;
+    assert_eq!(first.sender.as_str(), s.bot_id());
+
+    s.command("!plugin reload misbehave").await?;
+    s.command("!boom").await?;
+    let both = s
+        .human
+        .wait_for(WAIT, "a second direct message", |seen| {
+            let dms = is_dm(seen);
+            (dms.len() >= 2).then_some(dms)
+        })
+        .await?;
+    assert_eq!(
+        both[0].room, both[1].room,
+        "the second DM reuses the first room"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_are_real_replacements() -> anyhow::Result<()> {
+    let s = scene("edit", false, "", "").await?;
+    // The adapter itself, as a second device of the bot's account.
+    let text = std::fs::read_to_string(s.bot.dir.join("ikkyu.toml"))?
+        .replace("[matrix]\n", "[matrix]\nstore_dir = \"edit-store\"\n");
+    let config = Config::parse(&text, &s.bot.dir.join("ikkyu.toml"), &s.bot.dir)?;
+    let matrix = config
+        .matrix
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no [matrix]"))?;
+    let client = ikkyu::chat::matrix::connect(&config, &matrix).await?;
+    client.sync_once(SyncSettings::default()).await?;
+    let chat = MatrixChat::new(client);
+    let room = s.room.room_id().as_str();
+    let first = chat.send(room, "release in **3** minutes").await?;
+    let edit = chat
+        .edit(room, first.as_str(), "release in **2** minutes")
+        .await?;
+    let seen = s
+        .human
+        .wait_for(WAIT, "the edit", |seen| {
+            seen.iter().find(|m| m.event_id == edit).cloned()
+        })
+        .await?;
+    assert_eq!(seen.replaces.as_ref(), Some(&first));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_sent_while_down_are_answered_and_old_ones_skipped() -> anyhow::Result<()> {
+    let mut s = scene("down", false, "", "max_command_age = \"8s\"").await?;
+    s.command("!points").await?;
+    s.bot.kill();
+
+    let old = s.human.say(&s.room, "!points top").await?;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let fresh = s.human.say(&s.room, "!points").await?;
+    let help = s.human.say(&s.room, "!help").await?;
+    s.bot.start()?;
+
+    let skipped = s.human.reply_to(&old, WAIT).await?;
+    assert!(
+        skipped.body.contains("skipped") && skipped.body.contains("older than"),
+        "{}",
+        skipped.body
+    );
+    assert!(
+        s.human
+            .reply_to(&fresh, WAIT)
+            .await?
+            .body
+            .contains("0 points")
+    );
+    assert!(s.human.reply_to(&help, WAIT).await?.body.contains("points"));
+
+    // Another restart answers nothing again.
+    s.bot.kill();
+    s.bot.start()?;
+    let (_, _) = s.command("!points").await?;
+    for id in [&old, &fresh, &help] {
+        assert_eq!(
+            s.human.replies_to(id).len(),
+            1,
+            "{id} answered more than once"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_burst_answers_each_command_exactly_once() -> anyhow::Result<()> {
+    let mut s = scene("burst", false, "", "").await?;
+    s.command("!points").await?;
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        sent.push(
+            s.human
+                .say(&s.room, &format!("!points top {}", 1 + i % 10))
+                .await?,
+        );
+        if i == 12 {
+            // Mid-burst: some commands answered, some committed but not
+            // yet sent, some not read at all.
+            s.bot.kill();
+            s.bot.start()?;
+        }
+    }
+    s.human
+        .wait_for(WAIT * 2, "a reply to every command", |_| {
+            sent.iter()
+                .all(|id| !s.human.replies_to(id).is_empty())
+                .then_some(())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nbot log:\n{}", s.bot.log()))?;
+    // Late duplicates would arrive within the next moments.
+    s.command("!points").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in &sent {
+        let n = s.human.replies_to(id).len();
+        assert_eq!(n, 1, "{id} was answered {n} times");
+    }
+    s.bot.check_alive()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_replies_are_retried_not_dropped() -> anyhow::Result<()> {
+    let s = scene("ratelimit", false, "", "").await?;
+    let hs: &Synapse = synapse::shared().await?;
+    let admin = hs.register("ratelimit-admin", true).await?;
+    hs.limit_messages(&admin, s.bot_id(), 1, 2).await?;
+    let mut sent = Vec::new();
+    for _ in 0..6 {
+        sent.push(s.human.say(&s.room, "!points").await?);
+    }
+    for id in &sent {
+        s.human.reply_to(id, WAIT).await?;
+    }
+    Ok(())
+}
