@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::EncryptionInfo;
+use matrix_sdk::ruma::UInt;
+use matrix_sdk::ruma::api::client::filter::FilterDefinition;
 use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoom;
+use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::events::InitialStateEvent;
 use matrix_sdk::ruma::events::relation::Thread;
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
@@ -118,9 +121,22 @@ impl Human {
         client.sync_once(SyncSettings::default()).await?;
         let sync_client = client.clone();
         let sync = tokio::spawn(async move {
-            let settings = SyncSettings::default().timeout(Duration::from_millis(500));
+            // A big timeline limit: this client does not page back gaps, and
+            // a burst must not be cut short (`limited`) under it.
+            let mut filter = FilterDefinition::default();
+            filter.room.timeline.limit = Some(UInt::from(1000u32));
+            let settings = SyncSettings::default()
+                .filter(Filter::FilterDefinition(filter))
+                .timeout(Duration::from_millis(500));
             loop {
-                if sync_client.sync_once(settings.clone()).await.is_err() {
+                if let Err(e) = sync_client.sync_once(settings.clone()).await {
+                    eprintln!(
+                        "{}: sync failed: {e}",
+                        sync_client
+                            .user_id()
+                            .map(ToString::to_string)
+                            .unwrap_or_default()
+                    );
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -402,8 +418,8 @@ impl BotProcess {
             .arg(self.dir.join("ikkyu.toml"))
             .arg("run")
             .env(
-                "RUST_LOG",
-                "info,matrix_sdk=warn,matrix_sdk_crypto=warn,matrix_sdk_base=warn",
+                "IKKYU_LOG",
+                "info,ikkyu=debug,matrix_sdk=warn,matrix_sdk_crypto=error,matrix_sdk_base=warn",
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

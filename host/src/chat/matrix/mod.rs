@@ -133,6 +133,7 @@ impl ChatSink for MatrixChat {
             // of a transaction it already stored, so a crash between sending
             // and marking the message delivered cannot show it twice.
             let txn: OwnedTransactionId = key.into();
+            tracing::debug!(room = %room.room_id(), %key, "sending");
             room.send(content)
                 .with_transaction_id(txn)
                 .await

@@ -79,11 +79,15 @@ impl Syncer {
             .await
             .context("delivering pending messages")?;
         let mut position = self.bot.db.chat_position(ADAPTER).await?;
+        tracing::debug!(?position, "starting to sync");
         if position.is_none() {
             tracing::info!("first sync: earlier room history is not answered");
         }
+        // Invites that arrived while the bot was down.
+        self.invites(self.client.invited_rooms()).await;
         let mut backoff = BACKOFF_MIN;
         let mut failing_since: Option<Instant> = None;
+        let mut first = true;
         loop {
             let mut settings = SyncSettings::default()
                 .filter(Filter::FilterDefinition(filter()))
@@ -105,6 +109,12 @@ impl Syncer {
                     continue;
                 }
             };
+            tracing::debug!(
+                next = %response.next_batch,
+                joined = response.rooms.joined.len(),
+                invited = response.rooms.invited.len(),
+                "synced"
+            );
             if let Some(since) = failing_since.take() {
                 tracing::info!(
                     "reconnected to the homeserver after {}s",
@@ -112,10 +122,20 @@ impl Syncer {
                 );
             }
             backoff = BACKOFF_MIN;
-            self.invites(&response).await;
-            if let Some((_, saved_ms)) = &position {
+            let invited = response
+                .rooms
+                .invited
+                .keys()
+                .filter_map(|id| self.client.get_room(id))
+                .collect();
+            self.invites(invited).await;
+            if let Some((token, saved_ms)) = &position {
+                if first && replayed(&response, token) {
+                    self.catch_up(token, *saved_ms).await?;
+                }
                 self.timelines(&response, *saved_ms).await?;
             }
+            first = false;
             let now = self.bot.now_ms();
             self.bot
                 .db
@@ -130,11 +150,9 @@ impl Syncer {
     }
 
     /// Joins rooms the bot is invited to by allowed users; declines others.
-    async fn invites(&self, response: &SyncResponse) {
-        for room_id in response.rooms.invited.keys() {
-            let Some(room) = self.client.get_room(room_id) else {
-                continue;
-            };
+    async fn invites(&self, rooms: Vec<Room>) {
+        for room in rooms {
+            let room_id = room.room_id().to_owned();
             let inviter = match room.invite_details().await {
                 Ok(invite) => invite.inviter_id.to_string(),
                 Err(e) => {
@@ -162,12 +180,13 @@ impl Syncer {
         response: &SyncResponse,
         saved_ms: i64,
     ) -> anyhow::Result<()> {
-        let mut rooms = tokio::task::JoinSet::new();
+        let mut timelines = Vec::new();
         for (room_id, update) in &response.rooms.joined {
             let Some(room) = self.client.get_room(room_id) else {
                 continue;
             };
             let mut events = update.timeline.events.clone();
+            tracing::debug!(room = %room_id, events = events.len(), limited = update.timeline.limited, "timeline");
             if update.timeline.limited
                 && let Some(prev) = &update.timeline.prev_batch
             {
@@ -175,9 +194,64 @@ impl Syncer {
                 earlier.append(&mut events);
                 events = earlier;
             }
+            timelines.push((room, events));
+        }
+        self.answer_rooms(timelines).await
+    }
+
+    /// Reads every joined room forward from `position` with `/messages`.
+    ///
+    /// Needed after a crash between matrix-sdk storing a sync response and
+    /// this loop saving its own position: the server then answers the
+    /// replayed sync with the token matrix-sdk already has, and matrix-sdk
+    /// drops it as a repeat, so the messages in it never reach the bot.
+    /// Messages already answered are recognised by their processed marker.
+    async fn catch_up(self: &Arc<Self>, position: &str, saved_ms: i64) -> anyhow::Result<()> {
+        let mut timelines = Vec::new();
+        for room in self.client.joined_rooms() {
+            let mut events = Vec::new();
+            let mut from = position.to_owned();
+            loop {
+                let mut options = MessagesOptions::forward().from(Some(from.as_str()));
+                options.limit = UInt::from(100u32);
+                let page = match room.messages(options).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(room = %room.room_id(), "catching up failed; commands sent while the bot was down may go unanswered: {e}");
+                        break;
+                    }
+                };
+                let done = page.chunk.is_empty();
+                events.extend(page.chunk);
+                match page.end {
+                    Some(end) if !done && end != from && events.len() < MAX_GAP => from = end,
+                    _ => break,
+                }
+            }
+            // Only what is newer than the last saved position can be unseen.
+            events.retain(|e| {
+                e.timestamp()
+                    .is_none_or(|t| i64::from(t.0) >= saved_ms - SKEW_MS)
+            });
+            if !events.is_empty() {
+                tracing::info!(room = %room.room_id(), events = events.len(), "caught up on messages from before the restart");
+                timelines.push((room, events));
+            }
+        }
+        self.answer_rooms(timelines).await
+    }
+
+    /// Answers the commands in each room's events; rooms in parallel, each
+    /// room's commands in the order they were sent.
+    async fn answer_rooms(
+        self: &Arc<Self>,
+        timelines: Vec<(Room, Vec<TimelineEvent>)>,
+    ) -> anyhow::Result<()> {
+        let mut rooms = tokio::task::JoinSet::new();
+        for (room, events) in timelines {
             let seen: Vec<Seen> = events
                 .iter()
-                .map(|e| classify(e, room_id, &self.me))
+                .map(|e| classify(e, room.room_id(), &self.me))
                 .collect();
             // What came before the bot joined is history, not for it.
             let start = seen
@@ -260,7 +334,8 @@ impl Syncer {
                     let reply = too_old(&msg, age_ms, max);
                     self.bot.skip(&msg, reply).await?;
                 } else {
-                    self.bot.handle(&msg).await?;
+                    let handled = self.bot.handle(&msg).await?;
+                    tracing::debug!(event = %msg.id, ?handled, "command");
                 }
             }
             Seen::Undecryptable(msg) if self.should_tell_utd(&msg.room) => {
@@ -291,6 +366,15 @@ impl Syncer {
             }
         }
     }
+}
+
+/// Whether the first sync after a start may have been dropped by
+/// matrix-sdk as a repeat: no room changed, yet the position moved.
+fn replayed(response: &SyncResponse, from: &str) -> bool {
+    response.next_batch != from
+        && response.rooms.joined.is_empty()
+        && response.rooms.invited.is_empty()
+        && response.rooms.left.is_empty()
 }
 
 /// The answer to a command that waited too long to be run.
