@@ -121,3 +121,37 @@ fn test_command_reports_a_failing_transcript() {
     );
     assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
 }
+
+#[test]
+fn run_without_a_matrix_section_says_what_to_add() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_config(dir.path());
+    let out = ikkyu(dir.path(), &["--config", "ikkyu.toml", "run"], "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no [matrix] section"), "{stderr}");
+    assert!(stderr.contains("ikkyu console"), "{stderr}");
+}
+
+#[test]
+fn run_with_an_unreachable_homeserver_fails_with_the_url() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_config(dir.path());
+    let mut config = std::fs::read_to_string(dir.path().join("ikkyu.toml")).expect("config");
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    config.push_str(&format!(
+        "[matrix]\nhomeserver = \"http://127.0.0.1:{port}\"\npassword = \"x\"\n"
+    ));
+    std::fs::write(dir.path().join("ikkyu.toml"), config).expect("write config");
+    let out = ikkyu(dir.path(), &["--config", "ikkyu.toml", "run"], "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("logging in to http://127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}

@@ -21,6 +21,12 @@ pub async fn connect(config: &Config, matrix: &MatrixConfig) -> anyhow::Result<C
     let store = config.matrix_store_dir(matrix);
     std::fs::create_dir_all(&store)
         .with_context(|| format!("creating the Matrix store {store:?}"))?;
+    // Keys and the access token live here: private to the bot's user.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {store:?} private"))?;
+    }
     let passphrase = match &matrix.store_passphrase {
         Some(s) => Some(s.resolve("matrix.store_passphrase")?),
         None => None,
