@@ -336,3 +336,35 @@ async fn rate_limited_replies_are_retried_not_dropped() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn says_once_when_it_cannot_decrypt_a_message() -> anyhow::Result<()> {
+    let s = scene("utd", false, "", "").await?;
+    // Encrypted with a session the bot never received a key for.
+    let undecryptable = serde_json::json!({
+        "algorithm": "m.megolm.v1.aes-sha2",
+        "ciphertext": "AwgAEnB8WlsfQeFw2lOFBpZRT7pkzBC6UBQ9nUbEV1GrE6KuE1FZ0BCk",
+        "device_id": "NOSUCHDEVICE",
+        "sender_key": "Tu6E0ulGvXUF3SvN4cOnDHgxLj1r1dZwXq3jG1QWbCc",
+        "session_id": "c2Vzc2lvbiB0aGUgYm90IG5ldmVyIHNhdw",
+    });
+    let first = s
+        .room
+        .send_raw("m.room.encrypted", undecryptable.clone())
+        .await?
+        .response
+        .event_id;
+    let notice = s.human.reply_to(&first, WAIT).await?;
+    assert!(notice.body.contains("could not decrypt"), "{}", notice.body);
+    assert!(notice.body.contains(s.human.user_id()), "{}", notice.body);
+    // A second one right after is not told again.
+    let second = s
+        .room
+        .send_raw("m.room.encrypted", undecryptable)
+        .await?
+        .response
+        .event_id;
+    s.command("!points").await?;
+    assert!(s.human.replies_to(&second).is_empty(), "told twice");
+    Ok(())
+}
