@@ -368,3 +368,36 @@ async fn says_once_when_it_cannot_decrypt_a_message() -> anyhow::Result<()> {
     assert!(s.human.replies_to(&second).is_empty(), "told twice");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_sets_up_cross_signing_and_keeps_the_device() -> anyhow::Result<()> {
+    let hs = synapse::shared().await?;
+    let human = Human::new(hs, "verify-alice").await?;
+    let dir = tempfile::tempdir()?;
+    let mut bot = BotProcess::new(hs, "verify-bot", dir.path(), &[human.user_id()], "", "").await?;
+    let out = bot.verify()?;
+    assert!(out.contains("cross-signing: set up"), "{out}");
+    let device = out
+        .lines()
+        .find_map(|l| l.strip_prefix("device:"))
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!device.is_empty(), "{out}");
+    // The running bot is the same, verified device, and works in an
+    // encrypted room.
+    bot.start()?;
+    let room = human.create_room(&[&bot.account.user_id], true).await?;
+    human
+        .wait_membership(&room, &bot.account.user_id, MembershipState::Join, WAIT)
+        .await?;
+    let id = human.say(&room, "!points").await?;
+    let reply = human.reply_to(&id, WAIT).await?;
+    assert!(reply.encrypted);
+    assert!(
+        bot.log().contains(&device),
+        "the bot restored another device:\n{}",
+        bot.log()
+    );
+    Ok(())
+}

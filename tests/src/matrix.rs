@@ -430,6 +430,26 @@ impl BotProcess {
         Ok(())
     }
 
+    /// Runs `ikkyu verify` (the bot must be stopped); its output.
+    pub fn verify(&self) -> anyhow::Result<String> {
+        let out = Command::new(ikkyu_binary()?)
+            .arg("--config")
+            .arg(self.dir.join("ikkyu.toml"))
+            .arg("verify")
+            .stdin(Stdio::null())
+            .output()
+            .context("running ikkyu verify")?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "ikkyu verify failed with {}:\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(stdout)
+    }
+
     /// SIGKILLs the bot: no shutdown, no flushing, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
