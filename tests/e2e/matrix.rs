@@ -401,3 +401,43 @@ async fn verify_sets_up_cross_signing_and_keeps_the_device() -> anyhow::Result<(
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_losing_the_homeserver_and_logs_in_with_a_token() -> anyhow::Result<()> {
+    // Its own homeserver, since this test stops it.
+    let hs_dir = tempfile::tempdir()?;
+    let mut hs = Synapse::start(hs_dir.path()).await?;
+    let human = Human::new(&hs, "outage-alice").await?;
+    let dir = tempfile::tempdir()?;
+    let mut bot =
+        BotProcess::new(&hs, "outage-bot", dir.path(), &[human.user_id()], "", "").await?;
+    // Log in with the access token from registration instead of the password.
+    let config = std::fs::read_to_string(dir.path().join("ikkyu.toml"))?.replace(
+        &format!("password = {:?}", bot.account.password),
+        &format!("access_token = {:?}", bot.account.access_token),
+    );
+    std::fs::write(dir.path().join("ikkyu.toml"), config)?;
+    bot.start()?;
+    let room = human.create_room(&[&bot.account.user_id], false).await?;
+    human
+        .wait_membership(&room, &bot.account.user_id, MembershipState::Join, WAIT)
+        .await?;
+    let id = human.say(&room, "!points").await?;
+    human.reply_to(&id, WAIT).await?;
+
+    // Longer than the SDK's own retries of one request (about 8 s), so the
+    // sync loop itself sees the outage.
+    hs.stop();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    hs.restart().await?;
+    let id = human.say(&room, "!points top").await?;
+    human
+        .reply_to(&id, WAIT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nbot log:\n{}", bot.log()))?;
+    bot.check_alive()?;
+    let log = bot.log();
+    assert!(log.contains("cannot sync with the homeserver"), "{log}");
+    assert!(log.contains("reconnected to the homeserver"), "{log}");
+    Ok(())
+}

@@ -111,15 +111,7 @@ impl Synapse {
         if !st.success() {
             bail!("synapse --generate-keys failed with {st}");
         }
-        let log = std::fs::File::create(dir.join("stdout.log"))?;
-        let child = Command::new(&python)
-            .current_dir(dir)
-            .args(["-m", "synapse.app.homeserver", "-c", "homeserver.yaml"])
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting Synapse")?;
-        watchdog(child.id())?;
+        let child = spawn(&python, dir)?;
         let synapse = Self {
             url: format!("http://127.0.0.1:{port}"),
             dir: dir.to_owned(),
@@ -128,6 +120,20 @@ impl Synapse {
         };
         synapse.wait_ready().await?;
         Ok(synapse)
+    }
+
+    /// Kills the server, as a crash or a network outage would look to its
+    /// clients.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again on the same port with the same
+    /// data; ready when this returns.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.child = spawn(&venv_python()?, &self.dir)?;
+        self.wait_ready().await
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
@@ -250,6 +256,24 @@ pub fn venv_python() -> anyhow::Result<PathBuf> {
         Err(e) => return Err(e).context("moving the virtualenv into place"),
     }
     Ok(python)
+}
+
+/// Starts Synapse from the config in `dir`, watched so it never outlives
+/// the test process.
+fn spawn(python: &Path, dir: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stdout.log"))?;
+    let child = Command::new(python)
+        .current_dir(dir)
+        .args(["-m", "synapse.app.homeserver", "-c", "homeserver.yaml"])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting Synapse")?;
+    watchdog(child.id())?;
+    Ok(child)
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
