@@ -115,10 +115,7 @@ impl Bot {
     /// Handles a message and delivers everything that resulted from it.
     pub async fn handle(&self, msg: &Incoming) -> anyhow::Result<Handled> {
         let handled = self.dispatcher.handle(msg).await?;
-        if matches!(handled, Handled::Answered(_)) {
-            self.flush().await?;
-        }
-        Ok(handled)
+        self.deliver_answer(handled).await
     }
 
     /// The bot's clock, in ms since the epoch.
@@ -135,6 +132,11 @@ impl Bot {
     /// delivers the answer.
     pub async fn skip(&self, msg: &Incoming, reply: String) -> anyhow::Result<Handled> {
         let handled = self.dispatcher.skip(msg, reply).await?;
+        self.deliver_answer(handled).await
+    }
+
+    /// Delivers what an answer committed; a duplicate committed nothing.
+    async fn deliver_answer(&self, handled: Handled) -> anyhow::Result<Handled> {
         if matches!(handled, Handled::Answered(_)) {
             self.flush().await?;
         }

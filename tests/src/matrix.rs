@@ -74,7 +74,7 @@ impl Drop for Human {
 
 impl Human {
     /// Registers `name`, logs in and keeps syncing in the background;
-    /// invites from `auto_join` users are accepted (bots opening DMs).
+    /// every invite is accepted (that is how bots open DMs).
     pub async fn new(synapse: &Synapse, name: &str) -> anyhow::Result<Self> {
         let account = synapse.register(name, false).await?;
         Self::login(synapse, account).await

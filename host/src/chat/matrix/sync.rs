@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::TimelineEvent;
 use matrix_sdk::room::MessagesOptions;
+use matrix_sdk::ruma::api::Direction;
 use matrix_sdk::ruma::api::client::filter::{FilterDefinition, LazyLoadOptions};
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::{OwnedUserId, UInt};
@@ -209,25 +210,15 @@ impl Syncer {
     async fn catch_up(self: &Arc<Self>, position: &str, saved_ms: i64) -> anyhow::Result<()> {
         let mut timelines = Vec::new();
         for room in self.client.joined_rooms() {
-            let mut events = Vec::new();
-            let mut from = position.to_owned();
-            loop {
-                let mut options = MessagesOptions::forward().from(Some(from.as_str()));
-                options.limit = UInt::from(100u32);
-                let page = match room.messages(options).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!(room = %room.room_id(), "catching up failed; commands sent while the bot was down may go unanswered: {e}");
-                        break;
-                    }
-                };
-                let done = page.chunk.is_empty();
-                events.extend(page.chunk);
-                match page.end {
-                    Some(end) if !done && end != from && events.len() < MAX_GAP => from = end,
-                    _ => break,
-                }
-            }
+            let mut events = self
+                .page(
+                    &room,
+                    position,
+                    Direction::Forward,
+                    |_| false,
+                    "catching up failed; commands sent while the bot was down may go unanswered",
+                )
+                .await;
             // Only what is newer than the last saved position can be unseen.
             events.retain(|e| {
                 e.timestamp()
@@ -283,45 +274,70 @@ impl Syncer {
     /// oldest first: paged back until an event older than the last saved
     /// position, the bot's own join, or the start of the room.
     async fn gap(&self, room: &Room, prev_batch: &str, saved_ms: i64) -> Vec<TimelineEvent> {
-        let mut collected: Vec<TimelineEvent> = Vec::new();
-        let mut from = prev_batch.to_owned();
-        loop {
-            let mut options = MessagesOptions::backward().from(Some(from.as_str()));
-            options.limit = UInt::from(100u32);
-            let page = match room.messages(options).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(room = %room.room_id(), "paging back a gap failed; older commands in it are not answered: {e}");
-                    break;
-                }
-            };
-            let mut reached_seen = false;
-            for event in page.chunk {
-                let old = event
-                    .timestamp()
-                    .is_some_and(|t| i64::from(t.0) < saved_ms - SKEW_MS);
-                let joined = classify(&event, room.room_id(), &self.me) == Seen::BotJoined;
-                collected.push(event);
-                if old || joined {
-                    reached_seen = true;
-                    break;
-                }
-            }
-            if reached_seen {
-                break;
-            }
-            if collected.len() >= MAX_GAP {
-                tracing::warn!(room = %room.room_id(), "a gap of more than {MAX_GAP} events; older commands in it are not answered");
-                break;
-            }
-            match page.end {
-                Some(end) if end != from => from = end,
-                _ => break,
-            }
-        }
+        let seen_before = |event: &TimelineEvent| {
+            event
+                .timestamp()
+                .is_some_and(|t| i64::from(t.0) < saved_ms - SKEW_MS)
+                || classify(event, room.room_id(), &self.me) == Seen::BotJoined
+        };
+        let mut collected = self
+            .page(
+                room,
+                prev_batch,
+                Direction::Backward,
+                seen_before,
+                "paging back a gap failed; older commands in it are not answered",
+            )
+            .await;
         tracing::info!(room = %room.room_id(), events = collected.len(), "paged back a gap in the timeline");
         collected.reverse();
         collected
+    }
+
+    /// Reads `room` with `/messages` from the token `from` in `dir`, in the
+    /// order read, up to and including the first event `last` accepts, or
+    /// to the end of the room, or [`MAX_GAP`] events, whichever is first.
+    /// A failing request ends the reading with what was read so far, and
+    /// `failed` in the log.
+    async fn page(
+        &self,
+        room: &Room,
+        from: &str,
+        dir: Direction,
+        last: impl Fn(&TimelineEvent) -> bool,
+        failed: &str,
+    ) -> Vec<TimelineEvent> {
+        let mut collected = Vec::new();
+        let mut from = from.to_owned();
+        loop {
+            let mut options = MessagesOptions::new(dir).from(Some(from.as_str()));
+            options.limit = UInt::from(100u32);
+            let page = match room.messages(options).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(room = %room.room_id(), "{failed}: {e}");
+                    return collected;
+                }
+            };
+            // Reading forward, an empty page is the present even when the
+            // server hands out another token.
+            let at_present = page.chunk.is_empty() && dir == Direction::Forward;
+            for event in page.chunk {
+                let stop = last(&event);
+                collected.push(event);
+                if stop {
+                    return collected;
+                }
+            }
+            if collected.len() >= MAX_GAP {
+                tracing::warn!(room = %room.room_id(), "more than {MAX_GAP} events to read; older commands among them are not answered");
+                return collected;
+            }
+            match page.end {
+                Some(end) if !at_present && end != from => from = end,
+                _ => return collected,
+            }
+        }
     }
 
     /// Runs, skips or reports one event.
