@@ -21,6 +21,7 @@ use crate::directory::Directory;
 use crate::dispatch::{Dispatcher, Handled, chat_text, detail_of, outcome_of};
 use crate::registry::Registry;
 use crate::runtime::{LoadedPlugin, Runtime};
+use crate::schedule::{Pass, Scheduler};
 use crate::store::{
     AuditRecord, Commit, Db, Decision, DeliveryUpdate, OutMessage, Outcome, StoreError,
 };
@@ -32,6 +33,8 @@ const MAX_EVENT_DEPTH: i64 = 8;
 const MAX_DELIVERY_ATTEMPTS: i64 = 5;
 /// Rows fetched per delivery pass.
 const BATCH: i64 = 100;
+/// Longest sleep of the schedule loop between passes.
+const IDLE_PASS: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Everything the bot is made of.
 pub struct Bot {
@@ -43,6 +46,10 @@ pub struct Bot {
     registry: Arc<Registry>,
     sink: Arc<dyn ChatSink>,
     clock: SharedClock,
+    scheduler: Scheduler,
+    /// Wakes the schedule loop early: a command or reload may have added
+    /// or changed a schedule.
+    poke: tokio::sync::Notify,
     /// Only one outbox flush at a time, so a message is not sent twice by
     /// two concurrent flushes. Held only while delivering, never while a
     /// guest runs.
@@ -71,7 +78,12 @@ impl Bot {
             .await
             .with_context(|| format!("opening the database {}", redact(&url)))?;
         let directory = Directory::new(db.clone(), config.roles.clone());
-        let runtime = Arc::new(Runtime::new(&config, db.clone(), directory.clone())?);
+        let runtime = Arc::new(Runtime::new(
+            &config,
+            db.clone(),
+            directory.clone(),
+            clock.clone(),
+        )?);
         let registry = Arc::new(Registry::load(runtime.clone(), config.clone()).await?);
         let dispatcher = Dispatcher::new(
             config.clone(),
@@ -79,6 +91,13 @@ impl Bot {
             runtime.clone(),
             directory,
             clock.clone(),
+        );
+        let scheduler = Scheduler::new(
+            db.clone(),
+            runtime.clone(),
+            registry.clone(),
+            clock.clone(),
+            config.clone(),
         );
         Ok(Self {
             db,
@@ -88,6 +107,8 @@ impl Bot {
             registry,
             sink,
             clock,
+            scheduler,
+            poke: tokio::sync::Notify::new(),
             flushing: Mutex::new(()),
         })
     }
@@ -138,9 +159,54 @@ impl Bot {
     /// Delivers what an answer committed; a duplicate committed nothing.
     async fn deliver_answer(&self, handled: Handled) -> anyhow::Result<Handled> {
         if matches!(handled, Handled::Answered(_)) {
+            self.poke.notify_one();
             self.flush().await?;
         }
         Ok(handled)
+    }
+
+    /// Runs every schedule due now and delivers what the runs committed.
+    /// The schedule loop calls this; tests call it after moving the clock.
+    pub async fn run_due_schedules(&self) -> anyhow::Result<Pass> {
+        let pass = self.scheduler.pass().await?;
+        self.flush().await?;
+        Ok(pass)
+    }
+
+    /// Runs schedules for as long as the bot runs: a pass whenever one is
+    /// due, after any command (it may have added one), and at least every
+    /// [`IDLE_PASS`] so changes by other processes are seen.
+    pub async fn run_schedules(&self) {
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let wait = match self.run_due_schedules().await {
+                Ok(pass) => {
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!("schedules run again after {:?}", since.elapsed());
+                    }
+                    if pass.busy > 0 {
+                        std::time::Duration::from_secs(1)
+                    } else {
+                        let until = pass
+                            .next_due_ms
+                            .map_or(i64::MAX, |t| t - self.clock.now_ms());
+                        std::time::Duration::from_millis(
+                            u64::try_from(until.max(0)).unwrap_or(u64::MAX),
+                        )
+                        .min(IDLE_PASS)
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("running schedules failed, trying again in 5s: {e:#}");
+                    failing_since.get_or_insert_with(Instant::now);
+                    std::time::Duration::from_secs(5)
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.poke.notified() => {}
+            }
+        }
     }
 
     /// Delivers pending messages and events until nothing is left that can
@@ -247,6 +313,8 @@ impl Bot {
                                 plugin: d.plugin.clone(),
                                 attempts: d.attempts,
                             }),
+                            schedules: state.schedules,
+                            fired: None,
                         }
                     }
                     Ok(Err(message)) => {
@@ -364,6 +432,7 @@ impl Bot {
         self.db
             .commit(&Commit::only_audit(None, audit, messages))
             .await?;
+        self.poke.notify_one();
         self.flush().await
     }
 

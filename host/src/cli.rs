@@ -108,6 +108,7 @@ async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
         .context("listening for SIGTERM")?;
     let result = tokio::select! {
         r = syncer.run() => r,
+        () = bot.run_schedules() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = terminate.recv() => Ok(()),
     };
@@ -176,6 +177,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 config.bot.prefix
             );
+            let schedules = tokio::spawn({
+                let bot = bot.clone();
+                async move { bot.run_schedules().await }
+            });
             let input = tokio::io::BufReader::new(tokio::io::stdin());
             let bot = &bot;
             console::run(
@@ -194,6 +199,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             )
             .await?;
+            schedules.abort();
             bot.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }

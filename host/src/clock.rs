@@ -25,3 +25,26 @@ impl Clock for SystemClock {
 
 /// A shared clock.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// A clock that moves only when told to: transcripts and tests use it to
+/// cross handoffs, daylight-saving changes and missed runs in an instant.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    /// A clock standing at `now_ms`.
+    pub fn new(now_ms: i64) -> Self {
+        Self(std::sync::atomic::AtomicI64::new(now_ms))
+    }
+
+    /// Moves the clock to `now_ms` (backwards too, for tests of that).
+    pub fn set(&self, now_ms: i64) {
+        self.0.store(now_ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

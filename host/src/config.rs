@@ -74,6 +74,9 @@ pub struct Config {
     /// The Matrix homeserver `ikkyu run` connects to; the console needs none.
     #[serde(default)]
     pub matrix: Option<MatrixConfig>,
+    /// How durable schedules run.
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
     /// Folder the config file is in; relative paths are resolved from it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -248,15 +251,40 @@ impl MatrixConfig {
     }
 }
 
+/// `[scheduler]`: how durable schedules run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// A run missed while the bot was down (or busy) still happens, once,
+    /// if it is at most this late; a later one is skipped and logged, so a
+    /// restart never floods a room with stale announcements.
+    #[serde(default = "default_grace", with = "humantime_serde_compat")]
+    pub grace: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            grace: default_grace(),
+        }
+    }
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(3600)
+}
+
 /// What the operator grants one plugin.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Host interfaces the plugin may import: `chat`, `kv`, `events`,
-    /// `directory`, `config`, `log`.
+    /// `schedule`, `directory`, `config`, `log`.
     #[serde(default)]
     pub grants: BTreeSet<String>,
-    /// Rooms the plugin may post in besides the room of the command.
+    /// Rooms the plugin may post in besides the room of the command; `"*"`
+    /// is every room the bot is in (for plugins whose job is posting where
+    /// an admin tells them, like announcements).
     #[serde(default)]
     pub rooms: BTreeSet<String>,
     /// Free-form settings handed to the plugin as JSON.
@@ -265,7 +293,15 @@ pub struct PluginConfig {
 }
 
 /// The host interfaces a plugin can be granted.
-pub const GRANTABLE: &[&str] = &["chat", "kv", "events", "directory", "config", "log"];
+pub const GRANTABLE: &[&str] = &[
+    "chat",
+    "kv",
+    "events",
+    "schedule",
+    "directory",
+    "config",
+    "log",
+];
 
 /// A value that may be written in the file or read from the environment or
 /// a file, so secrets need not be committed with the config.

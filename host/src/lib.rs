@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod registry;
 pub mod roles;
 pub mod runtime;
+pub mod schedule;
 pub mod store;
 pub mod transcript;
 pub mod watch;

@@ -7,8 +7,15 @@
 //! > @alice:local !points               <- a message from a user
 //! < @alice:local: 0 points             <- a regex the next reply must match
 //! ~ restart                            <- stop the bot and start it again
+//! ~ time 2026-11-23T09:59 Asia/Shanghai <- set the clock (zone: UTC if none)
+//! ~ wait 2h                            <- let time pass with the bot running
+//! ~ down 3h                            <- stop, let time pass, start again
 //! # a comment
 //! ```
+//!
+//! The clock is the transcript's own: it starts at the real time and
+//! moves only by `~` lines. While time passes with the bot running, every
+//! schedule fires at its due time, as it would on a running bot.
 //!
 //! Every reply must be matched, in order: a reply nobody expected fails
 //! the transcript, which is how "answered exactly once" is tested.
@@ -22,7 +29,7 @@ use regex::Regex;
 
 use crate::bot::Bot;
 use crate::chat::console::{Console, RecordingSink};
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{Clock, ManualClock, SharedClock, SystemClock};
 use crate::config::{Config, GRANTABLE};
 
 /// One line of a transcript that does something.
@@ -40,6 +47,19 @@ enum Step {
     Restart {
         line: usize,
     },
+    /// Moves the clock to an instant (`set`) or by a duration, with the
+    /// bot running or (`down`) stopped meanwhile.
+    Time {
+        line: usize,
+        to: TimeMove,
+        down: bool,
+    },
+}
+
+#[derive(Debug)]
+enum TimeMove {
+    To(i64),
+    By(i64),
 }
 
 /// A parsed transcript.
@@ -134,10 +154,34 @@ impl Transcript {
                     steps.push(Step::Expect { line, pattern });
                 }
                 "~" if rest.trim() == "restart" => steps.push(Step::Restart { line }),
+                "~" => {
+                    let (verb, arg) = rest.trim().split_once(' ').unwrap_or((rest.trim(), ""));
+                    let step = match verb {
+                        "time" => TimeMove::To(parse_instant(arg).map_err(|e| fail(line, e))?),
+                        "wait" | "down" => TimeMove::By(
+                            humantime::parse_duration(arg)
+                                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                                .map_err(|e| {
+                                    fail(line, format!("{arg:?} is not a duration: {e}"))
+                                })?,
+                        ),
+                        _ => {
+                            return Err(fail(
+                                line,
+                                "`~` lines are `~ restart`, `~ time <YYYY-MM-DDTHH:MM> [zone]`, `~ wait <duration>` or `~ down <duration>`".into(),
+                            ));
+                        }
+                    };
+                    steps.push(Step::Time {
+                        line,
+                        to: step,
+                        down: verb == "down",
+                    });
+                }
                 _ => {
                     return Err(fail(
                         line,
-                        "lines start with `>`, `<`, `~ restart`, `%` or `#`".into(),
+                        "lines start with `>`, `<`, `~`, `%` or `#`".into(),
                     ));
                 }
             }
@@ -214,18 +258,26 @@ impl Transcript {
             message: format!("temp dir: {e}"),
         })?;
         let config = self.config(setup, data.path())?;
-        let clock: SharedClock = Arc::new(SystemClock);
+        let manual = Arc::new(ManualClock::new(SystemClock.now_ms()));
+        let clock: SharedClock = manual.clone();
         let sink = RecordingSink::default();
         let start = |line: usize| {
             let (config, sink, clock) = (&config, sink.clone(), clock.clone());
             async move {
-                Bot::start(config, Arc::new(sink), clock)
+                let bot = Bot::start(config, Arc::new(sink), clock)
                     .await
                     .map_err(|e| Failure {
                         path: self.path.clone(),
                         line,
                         message: format!("bot did not start: {e:#}"),
-                    })
+                    })?;
+                // A starting bot runs what is due (missed runs) at once.
+                bot.run_due_schedules().await.map_err(|e| Failure {
+                    path: self.path.clone(),
+                    line,
+                    message: format!("schedules failed at start: {e:#}"),
+                })?;
+                Ok::<_, Failure>(bot)
             }
         };
         let mut bot = start(0).await?;
@@ -271,6 +323,28 @@ impl Transcript {
                     bot = start(*line).await?;
                     replies.extend(sink.take());
                 }
+                Step::Time { line, to, down } => {
+                    self.no_leftovers(&replies, *line)?;
+                    let target = match to {
+                        TimeMove::To(t) => *t,
+                        TimeMove::By(d) => manual.now_ms() + d,
+                    };
+                    if *down {
+                        bot.shutdown().await;
+                        manual.set(target);
+                        bot = start(*line).await?;
+                    } else {
+                        pass_time(&bot, &manual, target)
+                            .await
+                            .map_err(|e| Failure {
+                                path: self.path.clone(),
+                                line: *line,
+                                message: format!("schedules failed: {e:#}"),
+                            })?;
+                    }
+                    replies.extend(sink.take());
+                    last_line = *line;
+                }
             }
         }
         self.no_leftovers(&replies, last_line)?;
@@ -292,6 +366,40 @@ impl Transcript {
             }),
         }
     }
+}
+
+/// Moves the clock to `target` the way time passes for a running bot:
+/// stopping at every due time on the way so each run happens on time.
+async fn pass_time(bot: &Bot, clock: &ManualClock, target: i64) -> anyhow::Result<()> {
+    for _ in 0..100_000 {
+        let pass = bot.run_due_schedules().await?;
+        match pass.next_due_ms {
+            Some(next) if next <= target && next > clock.now_ms() => clock.set(next),
+            _ => {
+                clock.set(target);
+                bot.run_due_schedules().await?;
+                return Ok(());
+            }
+        }
+    }
+    anyhow::bail!("more than 100000 schedule runs in one step")
+}
+
+/// `YYYY-MM-DDTHH:MM` (or a date) with an optional IANA zone after it.
+fn parse_instant(text: &str) -> Result<i64, String> {
+    let (time, zone) = text.trim().split_once(' ').unwrap_or((text.trim(), "UTC"));
+    let zone = crate::schedule::when::parse_zone(zone.trim()).map_err(|e| e.0)?;
+    let naive = chrono::NaiveDateTime::parse_from_str(time, "%Y-%m-%dT%H:%M")
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(time, "%Y-%m-%d")
+                .map(|d| d.and_time(chrono::NaiveTime::MIN))
+        })
+        .map_err(|_| format!("{time:?} is not a time like 2026-11-23T10:00"))?;
+    use chrono::TimeZone;
+    zone.from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.timestamp_millis())
+        .ok_or_else(|| format!("{time} does not exist in {}", zone.name()))
 }
 
 /// Deep-merges `overlay` into `base`: tables merge, other values replace.

@@ -136,7 +136,12 @@ async fn cold_load(data: &Path) -> anyhow::Result<(Duration, Duration)> {
         data,
     )?;
     let db = Db::open(&sqlite_url(data)).await?;
-    let runtime = Runtime::new(&config, db.clone(), Directory::new(db, Default::default()))?;
+    let runtime = Runtime::new(
+        &config,
+        db.clone(),
+        Directory::new(db, Default::default()),
+        Arc::new(ikkyu::clock::SystemClock),
+    )?;
     let wasm = std::fs::read(plugins_dir()?.join("points.wasm"))?;
     let t = Instant::now();
     runtime.compile(&wasm)?;

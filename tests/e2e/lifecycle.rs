@@ -118,7 +118,12 @@ async fn compiled_plugins_come_from_the_cache() -> anyhow::Result<()> {
         data.path(),
     )?;
     let db = Db::open(&sqlite_url(data.path())).await?;
-    let runtime = Runtime::new(&config, db.clone(), Directory::new(db, Default::default()))?;
+    let runtime = Runtime::new(
+        &config,
+        db.clone(),
+        Directory::new(db, Default::default()),
+        Arc::new(ikkyu::clock::SystemClock),
+    )?;
     let wasm = std::fs::read(plugins_dir()?.join("points.wasm"))?;
     let (_, first) = runtime.compile(&wasm)?;
     let (_, second) = runtime.compile(&wasm)?;

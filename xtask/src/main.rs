@@ -12,7 +12,12 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, bail};
 
 /// Plugins shipped with ikkyu: (cargo package, plugin name).
-const PLUGINS: &[(&str, &str)] = &[("ikkyu-points", "points")];
+const PLUGINS: &[(&str, &str)] = &[
+    ("ikkyu-points", "points"),
+    ("ikkyu-contacts", "contacts"),
+    ("ikkyu-announce", "announce"),
+    ("ikkyu-oncall", "oncall"),
+];
 /// Plugins used only by tests; built into target/test-plugins.
 const TEST_PLUGINS: &[(&str, &str)] = &[
     ("ikkyu-test-emitter", "emitter"),

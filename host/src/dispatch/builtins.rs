@@ -100,6 +100,12 @@ pub fn specs() -> Vec<CommandSpec> {
             Some("admin"),
         ),
         command(
+            "schedules",
+            "every durable schedule: plugin, id, when, next run in its zone, last outcome",
+            vec![],
+            Some("admin"),
+        ),
+        command(
             "roles",
             "the roles of a user, or of everyone",
             vec![arg(
@@ -183,6 +189,7 @@ impl Dispatcher {
                     n => Ok(Err(format!("n must be between 1 and 100, not {n}"))),
                 }
             }
+            "schedules" => reply(self.schedules_text(table).await?),
             other => Ok(Err(format!("built-in {other:?} is not implemented"))),
         }
     }
@@ -377,6 +384,56 @@ impl Dispatcher {
         ))
     }
 
+    async fn schedules_text(&self, table: &CommandTable) -> anyhow::Result<String> {
+        use crate::schedule::when::show;
+        let rows = self.db.schedules_all().await?;
+        if rows.is_empty() {
+            return Ok("there are no schedules".into());
+        }
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let (when, zone) = match crate::schedule::when_of(r) {
+                    Ok(w) => (w.describe(), w.zone()),
+                    Err(e) => (format!("unreadable ({e})"), chrono_tz::Tz::UTC),
+                };
+                let next = r
+                    .next_fire_ms
+                    .map_or_else(|| "never".to_owned(), |n| show(n, zone));
+                let state = match table.plugin(&r.plugin) {
+                    None => " — **waiting: the plugin is not loaded**",
+                    Some(p) if p.health.is_quarantined() => {
+                        " — **waiting: the plugin is quarantined**"
+                    }
+                    Some(_) => "",
+                };
+                let last = match &r.last {
+                    None => "not run yet".to_owned(),
+                    Some(l) => format!(
+                        "last {} → **{}**{}",
+                        show(l.due_ms, zone),
+                        l.outcome,
+                        l.detail
+                            .as_deref()
+                            .map(|d| format!(" ({})", first_line(d)))
+                            .unwrap_or_default()
+                    ),
+                };
+                format!(
+                    "- {}/`{}`{}: {when}; next **{next}**; {last}{state}",
+                    r.plugin,
+                    r.id,
+                    if r.declared { " (declared)" } else { "" },
+                )
+            })
+            .collect();
+        Ok(format!(
+            "**{} schedules**\n{}",
+            rows.len(),
+            lines.join("\n")
+        ))
+    }
+
     async fn roles_text(&self, user: Option<&str>) -> anyhow::Result<String> {
         let everyone = self.directory.everyone().await?;
         let mut by_user: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -397,5 +454,14 @@ impl Dispatcher {
                 .collect::<Vec<_>>()
                 .join("\n"),
         })
+    }
+}
+
+/// The first line of `text`, cut to a length that fits a list entry.
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(160) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
     }
 }

@@ -473,6 +473,8 @@ impl Dispatcher {
             events,
             roles: Vec::new(),
             delivery: None,
+            schedules: state.schedules,
+            fired: None,
         }
     }
 }

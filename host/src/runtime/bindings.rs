@@ -16,5 +16,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::ikkyu::plugin::types::{
-    Arg, ArgKind, ArgSpec, CommandError, CommandSpec, FlagSpec, Invocation, PluginInfo, Value,
+    Arg, ArgKind, ArgSpec, CommandError, CommandSpec, CronSpec, Firing, FlagSpec, Invocation,
+    PluginInfo, ScheduleSpec, Value, When,
 };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use wasmtime::Store;
 
-use super::bindings::{Arg, CommandError, Invocation, PluginInfo, PluginPre};
+use super::bindings::{Arg, CommandError, Firing, Invocation, PluginInfo, PluginPre};
 use super::plugin::LoadedPlugin;
 use super::state::{CallState, Grants, Phase};
 use super::{PluginError, Runtime};
@@ -31,6 +31,7 @@ impl Runtime {
             self.db.clone(),
             self.directory.clone(),
             self.memory_bytes,
+            self.clock.now_ms(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -135,6 +136,30 @@ impl Runtime {
                 plugin
                     .ikkyu_plugin_guest()
                     .call_handle_event(&mut *store, &topic, &payload)
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// Runs a due schedule in `plugin`.
+    pub async fn schedule(
+        &self,
+        plugin: &LoadedPlugin,
+        firing: Firing,
+    ) -> CallOutcome<Result<(), String>> {
+        let store = self.store(
+            plugin.name.clone(),
+            plugin.grants.clone(),
+            Phase::Background,
+        );
+        let pre = plugin.pre.clone();
+        self.guarded(store, move |store| {
+            Box::pin(async move {
+                let plugin = pre.instantiate_async(&mut *store).await?;
+                plugin
+                    .ikkyu_plugin_guest()
+                    .call_handle_schedule(&mut *store, &firing)
                     .await
             })
         })

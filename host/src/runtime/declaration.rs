@@ -26,6 +26,18 @@ pub fn check(info: &PluginInfo) -> Result<(), String> {
         }
         check_command(cmd).map_err(|e| format!("command {:?}: {e}", cmd.name))?;
     }
+    let mut ids = BTreeSet::new();
+    for spec in &info.schedules {
+        if !ids.insert(spec.id.as_str()) {
+            return Err(format!("schedule {:?} is declared twice", spec.id));
+        }
+        if let crate::runtime::bindings::When::Cron(_) = spec.when {
+            // A declared one-shot in the past is only skipped; a bad cron
+            // expression or zone is a broken plugin.
+            crate::schedule::row(&info.name, spec, true, 0)
+                .map_err(|e| format!("declared schedule {:?}: {e}", spec.id))?;
+        }
+    }
     Ok(())
 }
 

@@ -26,6 +26,7 @@ pub use call::CallOutcome;
 pub use plugin::{Health, LoadError, LoadedPlugin};
 pub use state::{CallState, Grants};
 
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::store::Db;
@@ -66,6 +67,7 @@ pub struct Runtime {
     linker: Linker<CallState>,
     db: Db,
     directory: Directory,
+    clock: SharedClock,
     timeout: Duration,
     memory_bytes: usize,
     calls: Arc<tokio::sync::Semaphore>,
@@ -96,7 +98,12 @@ impl Runtime {
     }
 
     /// Builds the engine and linker from the config's `[runtime]`.
-    pub fn new(config: &Config, db: Db, directory: Directory) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &Config,
+        db: Db,
+        directory: Directory,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
         let memory_bytes = usize::try_from(config.runtime.memory_limit_mb << 20)?;
         let slots = config.runtime.max_concurrent_calls;
         let engine = engine::build(slots, memory_bytes)?;
@@ -107,6 +114,7 @@ impl Runtime {
             linker,
             db,
             directory,
+            clock,
             timeout: config.runtime.call_timeout,
             memory_bytes,
             calls: Arc::new(tokio::sync::Semaphore::new(slots as usize)),

@@ -151,19 +151,36 @@ impl Runtime {
             .compile(&bytes)
             .map_err(|e| invalid(format!("{e:#}")))?;
         tracing::debug!(?source, "compiled {path:?}");
+        if let Some(other) = contract_versions(&component, &self.engine)
+            .into_iter()
+            .find(|v| v != CONTRACT_VERSION)
+        {
+            return Err(invalid(format!(
+                "it was built against ikkyu:plugin@{other} but this host speaks \
+                 ikkyu:plugin@{CONTRACT_VERSION}; rebuild it with the matching ikkyu-plugin-sdk"
+            )));
+        }
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = PluginPre::new(instance_pre).map_err(|e| invalid(format!("{e:#}")))?;
 
-        let describe_grants = Arc::new(Grants {
-            interfaces: ["log".to_owned()].into(),
-            ..Grants::default()
-        });
         let file_name: Arc<str> = path
             .file_stem()
             .map_or("?".into(), |s| s.to_string_lossy().into());
+        // describe() may read the config of the section named after the
+        // file (its name is not known before it answers), if granted.
+        let named = config.plugins.get(&*file_name).cloned().unwrap_or_default();
+        let mut interfaces: BTreeSet<String> = ["log".to_owned()].into();
+        if named.grants.contains("config") {
+            interfaces.insert("config".to_owned());
+        }
+        let describe_grants = Arc::new(Grants {
+            interfaces,
+            rooms: BTreeSet::new(),
+            config_json: config_json(named.config, &invalid)?,
+        });
         let info = self
             .describe(&pre, file_name.clone(), describe_grants)
             .await
@@ -189,8 +206,7 @@ impl Runtime {
                 });
             }
         }
-        let config_json = serde_json::to_string(&section.config.unwrap_or_default())
-            .map_err(|e| invalid(format!("plugin config is not representable as JSON: {e}")))?;
+        let config_json = config_json(section.config, &invalid)?;
         Ok(LoadedPlugin {
             name: name.as_str().into(),
             info,
@@ -204,6 +220,30 @@ impl Runtime {
             pre,
         })
     }
+}
+
+/// The version of `wit/plugin.wit` this host implements.
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// The contract versions a component's ikkyu imports name.
+fn contract_versions(component: &Component, engine: &wasmtime::Engine) -> BTreeSet<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .filter_map(|(name, _)| {
+            let rest = name.strip_prefix("ikkyu:plugin/")?;
+            Some(rest.split_once('@')?.1.to_owned())
+        })
+        .collect()
+}
+
+/// A plugin's config table as the JSON its `config.get` returns.
+fn config_json(
+    table: Option<toml::Table>,
+    invalid: &dyn Fn(String) -> LoadError,
+) -> Result<String, LoadError> {
+    serde_json::to_string(&table.unwrap_or_default())
+        .map_err(|e| invalid(format!("plugin config is not representable as JSON: {e}")))
 }
 
 /// The ikkyu interfaces a component imports (`kv`, `chat`, ...); WASI

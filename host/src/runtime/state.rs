@@ -12,7 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::directory::Directory;
-use crate::store::{Db, KvChanges, OutMessage};
+use crate::store::{Db, KvChanges, OutMessage, ScheduleChange};
 
 /// The operator's grants for one plugin, fixed at load.
 #[derive(Debug, Clone, Default)]
@@ -94,6 +94,11 @@ pub struct CallState {
     pub messages: Vec<OutMessage>,
     /// (topic, payload JSON)
     pub events: Vec<(String, String)>,
+    /// Buffered schedule additions and removals, in order.
+    pub schedules: Vec<ScheduleChange>,
+    /// The host's clock when the call started; schedules added during the
+    /// call are computed from it.
+    pub now_ms: i64,
     /// Memory cap of this store.
     pub limits: Limits,
     wasi: WasiCtx,
@@ -118,6 +123,7 @@ impl CallState {
         db: Db,
         directory: Directory,
         memory_bytes: usize,
+        now_ms: i64,
     ) -> Self {
         Self {
             kv: KvChanges {
@@ -131,6 +137,8 @@ impl CallState {
             directory,
             messages: Vec::new(),
             events: Vec::new(),
+            schedules: Vec::new(),
+            now_ms,
             limits: Limits {
                 memory_bytes,
                 hit_memory_limit: false,
@@ -145,9 +153,9 @@ impl CallState {
     /// Traps unless the plugin was granted `interface` and the phase
     /// allows it.
     pub fn require(&self, interface: &str) -> wasmtime::Result<()> {
-        if self.phase == Phase::Describe && interface != "log" {
+        if self.phase == Phase::Describe && !matches!(interface, "log" | "config") {
             wasmtime::bail!(
-                "plugin {:?} used `{interface}` inside describe(); only `log` is available there",
+                "plugin {:?} used `{interface}` inside describe(); only `log` and `config` are available there",
                 self.plugin
             );
         }
@@ -163,7 +171,8 @@ impl CallState {
 
     /// Traps once a call has produced too many effects.
     pub fn count_effect(&self) -> wasmtime::Result<()> {
-        let n = self.kv.writes.len() + self.messages.len() + self.events.len();
+        let n =
+            self.kv.writes.len() + self.messages.len() + self.events.len() + self.schedules.len();
         if n >= MAX_EFFECTS {
             wasmtime::bail!(
                 "plugin {:?} produced more than {MAX_EFFECTS} effects in one call",

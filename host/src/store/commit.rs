@@ -3,7 +3,10 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use super::{AuditRecord, Db, KvChanges, OutMessage, StoreError, audit, classify, kv, outbox};
+use super::{
+    AuditRecord, Db, Fired, KvChanges, OutMessage, ScheduleChange, StoreError, audit, classify, kv,
+    outbox, schedules,
+};
 
 /// An event to store, with the subscribers it goes to.
 #[derive(Debug, Clone)]
@@ -87,6 +90,10 @@ pub struct Commit {
     pub roles: Vec<RoleChange>,
     /// For event deliveries: what became of it.
     pub delivery: Option<DeliveryUpdate>,
+    /// Schedules the plugin added or removed.
+    pub schedules: Vec<ScheduleChange>,
+    /// For scheduled runs: where the schedule goes next.
+    pub fired: Option<Fired>,
 }
 
 impl Commit {
@@ -105,6 +112,8 @@ impl Commit {
             events: Vec::new(),
             roles: Vec::new(),
             delivery: None,
+            schedules: Vec::new(),
+            fired: None,
         }
     }
 }
@@ -144,9 +153,13 @@ impl Db {
                 return Err(StoreError::Duplicate(id.clone()));
             }
         }
+        if let Some(fired) = &c.fired {
+            schedules::apply_fired(&mut tx, fired).await?;
+        }
         if let Some(changes) = &c.kv {
             kv::apply(&mut tx, changes, next_stamp(now)).await?;
         }
+        schedules::apply_changes(&mut tx, &c.schedules, now).await?;
         for m in &c.messages {
             outbox::insert(&mut tx, m, now).await.map_err(classify)?;
         }

@@ -13,6 +13,7 @@ mod kv;
 mod outbox;
 mod positions;
 mod roles;
+mod schedules;
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub use commit::{Commit, DeliveryUpdate, NewEvent, RoleChange};
 pub use events::PendingDelivery;
 pub use kv::{KvChanges, KvReads, KvRow, scan_digest};
 pub use outbox::{OutMessage, PendingMessage, Target};
+pub use schedules::{Fired, LastRun, ScheduleChange, ScheduleRow};
 
 /// Why a database operation failed, in the terms callers act on.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,8 @@ mod args;
 mod spec;
 
 pub mod kv;
+#[cfg(feature = "time")]
+pub mod time;
 
 /// Generated bindings to the `ikkyu:plugin` world. Plugins normally use the
 /// re-exports at the crate root instead.
@@ -28,9 +30,10 @@ pub mod bindings {
 
 pub use args::Args;
 pub use bindings::ikkyu::plugin::types::{
-    ArgKind, CommandError, CommandSpec, Invocation, PluginInfo, Value,
+    ArgKind, CommandError, CommandSpec, CronSpec, Firing, Invocation, PluginInfo, ScheduleSpec,
+    Value, When,
 };
-pub use bindings::ikkyu::plugin::{chat, config, directory, events};
+pub use bindings::ikkyu::plugin::{chat, config, directory, events, schedule};
 pub use spec::{Command, Info};
 
 use bindings::exports::ikkyu::plugin::guest::Guest;
@@ -56,8 +59,9 @@ pub trait Plugin {
         Ok(())
     }
 
-    /// Runs a due schedule. The default ignores it.
-    fn handle_schedule(_id: &str, _payload: serde_json::Value) -> Result<(), String> {
+    /// Runs a due schedule; `payload` is what it was added with. The
+    /// default ignores it.
+    fn handle_schedule(_firing: &Firing, _payload: serde_json::Value) -> Result<(), String> {
         Ok(())
     }
 }
@@ -86,10 +90,14 @@ impl<P: Plugin> Guest for Exported<P> {
         P::handle_event(&topic, payload)
     }
 
-    fn handle_schedule(id: String, payload_json: String) -> Result<(), String> {
-        let payload = serde_json::from_str(&payload_json)
-            .map_err(|e| format!("schedule {id:?} has a payload that is not JSON: {e}"))?;
-        P::handle_schedule(&id, payload)
+    fn handle_schedule(firing: Firing) -> Result<(), String> {
+        let payload = serde_json::from_str(&firing.payload_json).map_err(|e| {
+            format!(
+                "schedule {:?} has a payload that is not JSON: {e}",
+                firing.id
+            )
+        })?;
+        P::handle_schedule(&firing, payload)
     }
 }
 
@@ -143,6 +151,24 @@ pub fn log_warn(message: &str) {
 /// section deserializes from `{}`, so give every field a default.
 pub fn plugin_config<T: serde::de::DeserializeOwned>() -> Result<T, String> {
     serde_json::from_str(&config::get()).map_err(|e| format!("the plugin's config is invalid: {e}"))
+}
+
+/// A cron schedule: `expression` (five crontab fields) read in `zone`.
+pub fn cron(expression: &str, zone: &str) -> When {
+    When::Cron(CronSpec {
+        expression: expression.to_owned(),
+        zone: zone.to_owned(),
+    })
+}
+
+/// A schedule to add or declare, with a JSON payload handed back when it
+/// fires.
+pub fn schedule_spec<T: serde::Serialize>(id: &str, when: When, payload: &T) -> ScheduleSpec {
+    ScheduleSpec {
+        id: id.to_owned(),
+        when,
+        payload_json: serde_json::to_string(payload).unwrap_or_else(|_| "null".into()),
+    }
 }
 
 /// A failed command whose text is shown to the caller as it is.

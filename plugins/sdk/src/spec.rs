@@ -16,6 +16,7 @@ impl Info {
             version: version.to_owned(),
             commands: Vec::new(),
             subscriptions: Vec::new(),
+            schedules: Vec::new(),
         })
     }
 
@@ -28,6 +29,13 @@ impl Info {
     /// Subscribes to a topic (`release.finished`, or `release.*`).
     pub fn subscribe(mut self, topic: &str) -> Self {
         self.0.subscriptions.push(topic.to_owned());
+        self
+    }
+
+    /// A schedule the plugin always has (see [`crate::schedule_spec`]);
+    /// the host adds, updates and removes stored ones to match at load.
+    pub fn schedule(mut self, spec: crate::ScheduleSpec) -> Self {
+        self.0.schedules.push(spec);
         self
     }
 

@@ -15,7 +15,7 @@ impl Host for CallState {
         self.require("chat")?;
         self.count_effect()?;
         let own_room = matches!(&self.phase, Phase::Command { room: r } if *r == room);
-        if !own_room && !self.grants.rooms.contains(&room) {
+        if !own_room && !self.grants.rooms.contains(&room) && !self.grants.rooms.contains("*") {
             return Ok(Err(format!(
                 "not allowed to post in {room:?}; the operator can add it to rooms = [...] under [plugins.{}]",
                 self.plugin

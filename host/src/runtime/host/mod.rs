@@ -9,6 +9,7 @@ mod directory;
 mod events;
 mod kv;
 mod log;
+mod schedule;
 
 use super::bindings::ikkyu::plugin::types;
 use super::state::CallState;
