@@ -5,4 +5,5 @@ mod concurrency;
 mod containment;
 mod lifecycle;
 mod matrix;
+mod schedules;
 mod transcripts;

@@ -441,3 +441,32 @@ async fn survives_losing_the_homeserver_and_logs_in_with_a_token() -> anyhow::Re
     assert!(log.contains("reconnected to the homeserver"), "{log}");
     Ok(())
 }
+
+/// The scheduler on the real clock and the real network: an announcement
+/// every minute arrives in the room, as a notice of its own (no reply),
+/// encrypted like everything else in an encrypted room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_minute_announcement_arrives_in_the_room() -> anyhow::Result<()> {
+    let s = scene("announce", true, "", "[roles]\nadmin = [\"$HUMAN\"]\n").await?;
+    let (_, reply) = s
+        .command("!announce every \"* * * * *\" here Stand-up: write your status")
+        .await?;
+    assert!(reply.body.starts_with("announcement **1**") || reply.body.starts_with("announcement 1"), "{}", reply.body);
+    let bot = s.bot_id().to_owned();
+    let posted = s
+        .human
+        .wait_for(Duration::from_secs(90), "the announcement", |seen| {
+            seen.iter()
+                .find(|m| m.sender == bot && m.body == "Stand-up: write your status")
+                .cloned()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nbot log:\n{}", s.bot.log()))?;
+    assert!(posted.notice, "announcements are notices");
+    assert_eq!(posted.in_reply_to, None, "it answers nobody");
+    assert_eq!(posted.room, s.room.room_id());
+    let (_, list) = s.command("!schedules").await?;
+    assert!(list.body.contains("announce/`user:1`"), "{}", list.body);
+    assert!(list.body.contains("**ok**"), "the run is on record: {}", list.body);
+    Ok(())
+}

@@ -170,15 +170,38 @@ pub async fn start_bot_with(
     plugins: &Path,
     extra: &str,
 ) -> anyhow::Result<(Bot, RecordingSink)> {
-    let all = r#"grants = ["chat", "kv", "events", "directory", "config", "log"]"#;
+    start_bot_full(db_url, data, plugins, extra, Arc::new(SystemClock)).await
+}
+
+/// [`start_bot`] on `clock`, for tests that move time themselves.
+pub async fn start_bot_at(
+    db_url: &str,
+    data: &Path,
+    extra: &str,
+    clock: SharedClock,
+) -> anyhow::Result<(Bot, RecordingSink)> {
+    start_bot_full(db_url, data, plugins_dir()?, extra, clock).await
+}
+
+async fn start_bot_full(
+    db_url: &str,
+    data: &Path,
+    plugins: &Path,
+    extra: &str,
+    clock: SharedClock,
+) -> anyhow::Result<(Bot, RecordingSink)> {
+    let all = r#"grants = ["chat", "kv", "events", "schedule", "directory", "config", "log"]"#;
+    let sections: String = ["points", "emitter", "misbehave", "contacts", "oncall"]
+        .iter()
+        .map(|p| format!("[plugins.{p}]\n{all}\n"))
+        .collect();
     let text = format!(
-        "[database]\nurl = {db_url:?}\n[roles]\nadmin = [\"@root:local\"]\n\
-         [plugins.points]\n{all}\n[plugins.emitter]\n{all}\n[plugins.misbehave]\n{all}\n\
+        "[database]\nurl = {db_url:?}\n[roles]\nadmin = [\"@root:local\"]\n{sections}\
+         [plugins.announce]\n{all}\nrooms = [\"*\"]\n\
          [runtime]\nplugins_dir = {plugins:?}\n{extra}"
     );
     let config = Config::parse(&text, Path::new("test.toml"), data)?;
     let sink = RecordingSink::default();
-    let clock: SharedClock = Arc::new(SystemClock);
     Ok((
         Bot::start(&config, Arc::new(sink.clone()), clock).await?,
         sink,

@@ -387,12 +387,13 @@ impl BotProcess {
     ) -> anyhow::Result<Self> {
         let account = synapse.register(name, false).await?;
         let plugins = crate::plugins_dir()?;
-        let all = r#"grants = ["chat", "kv", "events", "directory", "config", "log"]"#;
+        let all = r#"grants = ["chat", "kv", "events", "schedule", "directory", "config", "log"]"#;
         let config = format!(
             "[bot]\nuser_id = {user:?}\n\
              [database]\nurl = {db:?}\n\
              [runtime]\nplugins_dir = {plugins:?}\ncache_dir = {cache:?}\nwatch = false\n{runtime}\n\
              [plugins.points]\n{all}\n[plugins.misbehave]\n{all}\n\
+             [plugins.announce]\n{all}\nrooms = [\"*\"]\n\
              [matrix]\nhomeserver = {url:?}\npassword = {pw:?}\nallowed_inviters = {allowed:?}\n{extra}",
             user = account.user_id,
             db = crate::sqlite_url(dir),
