@@ -3,7 +3,8 @@
 //! Measures, through the real host and real plugins: the whole `!points`
 //! path on SQLite and PostgreSQL (latency percentiles and sustained rate),
 //! instantiate+call of an empty command, plugin load with and without the
-//! compiled cache, and the host's resident memory. Prints Markdown.
+//! compiled cache, the scheduler with 1,000 schedules, and the host's
+//! resident memory. Prints Markdown.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -155,6 +156,40 @@ async fn cold_load(data: &Path) -> anyhow::Result<(Duration, Duration)> {
     Ok((miss, stats(hits).p50))
 }
 
+/// The scheduler with 1,000 announcements: the cost of a pass that finds
+/// nothing due (the loop makes one at least every 30 s), and how fast due
+/// runs are fired and committed.
+async fn schedules() -> anyhow::Result<(Duration, f64)> {
+    const N: usize = 1_000;
+    let data = tempfile::tempdir()?;
+    // 2026-11-23 00:00:30 UTC: the every-minute schedules are due at 00:01.
+    let start = 1_795_392_030_000;
+    let clock = Arc::new(ikkyu::clock::ManualClock::new(start));
+    let (bot, sink) =
+        ikkyu_e2e::start_bot_at(&sqlite_url(data.path()), data.path(), "", clock.clone()).await?;
+    let console = Console::new(start);
+    for i in 0..N {
+        let text = format!("!announce every \"* * * * *\" !ops:local tick {i}");
+        bot.handle(&console.message("@root:local", &text, start))
+            .await?;
+    }
+    sink.take();
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        bot.run_due_schedules().await?;
+        idle.push(t.elapsed());
+    }
+    clock.set(start + 30_000);
+    let t = Instant::now();
+    let pass = bot.run_due_schedules().await?;
+    let took = t.elapsed();
+    anyhow::ensure!(pass.fired == N, "fired {} of {N}", pass.fired);
+    anyhow::ensure!(sink.take().len() == N, "every run posted once");
+    bot.shutdown().await;
+    Ok((stats(idle).p50, N as f64 / took.as_secs_f64()))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let quiet = "quarantine_after = 1000000";
@@ -227,6 +262,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(_) => println!("| PostgreSQL | skipped: IKKYU_TEST_POSTGRES_URL is not set |"),
     }
+
+    let (idle, rate) = schedules().await?;
+    println!(
+        "| scheduler pass, 1,000 schedules, none due | {:.2} ms |",
+        idle.as_secs_f64() * 1e3
+    );
+    println!("| scheduled runs fired (announce, SQLite), 1,000 due at once | {rate:.0} runs/s |");
 
     let cdata = tempfile::tempdir()?;
     let (miss, hit) = cold_load(cdata.path()).await?;

@@ -451,7 +451,11 @@ async fn a_one_minute_announcement_arrives_in_the_room() -> anyhow::Result<()> {
     let (_, reply) = s
         .command("!announce every \"* * * * *\" here Stand-up: write your status")
         .await?;
-    assert!(reply.body.starts_with("announcement **1**") || reply.body.starts_with("announcement 1"), "{}", reply.body);
+    assert!(
+        reply.body.starts_with("announcement **1**") || reply.body.starts_with("announcement 1"),
+        "{}",
+        reply.body
+    );
     let bot = s.bot_id().to_owned();
     let posted = s
         .human
@@ -467,6 +471,39 @@ async fn a_one_minute_announcement_arrives_in_the_room() -> anyhow::Result<()> {
     assert_eq!(posted.room, s.room.room_id());
     let (_, list) = s.command("!schedules").await?;
     assert!(list.body.contains("announce/`user:1`"), "{}", list.body);
-    assert!(list.body.contains("**ok**"), "the run is on record: {}", list.body);
+    assert!(
+        list.body.contains("**ok**"),
+        "the run is on record: {}",
+        list.body
+    );
+
+    // A room may be named by its alias; the homeserver resolves it.
+    let alias = matrix_sdk::ruma::RoomAliasId::parse(format!(
+        "#standup-{}:{}",
+        std::process::id(),
+        s.human
+            .account
+            .user_id
+            .split(':')
+            .nth(1)
+            .unwrap_or("localhost")
+    ))?;
+    s.human
+        .client
+        .create_room_alias(&alias, s.room.room_id())
+        .await?;
+    let (_, reply) = s
+        .command(&format!("!announce {alias} Release at 15:00"))
+        .await?;
+    assert!(
+        reply.body.contains(&format!("posted in {alias}")),
+        "{}",
+        reply.body
+    );
+    s.human
+        .wait_for(WAIT, "the aliased announcement", |seen| {
+            seen.iter().find(|m| m.body == "Release at 15:00").cloned()
+        })
+        .await?;
     Ok(())
 }

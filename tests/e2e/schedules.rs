@@ -41,7 +41,10 @@ async fn announcements_in_the_config_follow_it_across_restarts() -> anyhow::Resu
     bot.run_due_schedules().await?;
     let rows = bot.db.schedules_all().await?;
     assert_eq!(rows.len(), 2, "{rows:?}");
-    assert!(rows.iter().all(|r| r.declared && r.next_fire_ms == Some(MONDAY_0900_SHANGHAI + 60 * MINUTE)));
+    assert!(
+        rows.iter()
+            .all(|r| r.declared && r.next_fire_ms == Some(MONDAY_0900_SHANGHAI + 60 * MINUTE))
+    );
 
     // It fires at 10:00 Shanghai time, once each.
     clock.set(MONDAY_0900_SHANGHAI + 60 * MINUTE);
@@ -49,7 +52,13 @@ async fn announcements_in_the_config_follow_it_across_restarts() -> anyhow::Resu
     assert_eq!(pass.fired, 2);
     let mut posted = sink.take();
     posted.sort();
-    assert_eq!(posted, vec!["[to !team:local] Retro today", "[to !team:local] Weekly sync"]);
+    assert_eq!(
+        posted,
+        vec![
+            "[to !team:local] Retro today",
+            "[to !team:local] Weekly sync"
+        ]
+    );
     bot.shutdown().await;
 
     // Same config again: nothing added twice, last runs kept, nothing
@@ -58,7 +67,11 @@ async fn announcements_in_the_config_follow_it_across_restarts() -> anyhow::Resu
     bot.run_due_schedules().await?;
     let rows = bot.db.schedules_all().await?;
     assert_eq!(rows.len(), 2);
-    assert!(rows.iter().all(|r| r.last.as_ref().is_some_and(|l| l.outcome == "ok")), "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r.last.as_ref().is_some_and(|l| l.outcome == "ok")),
+        "{rows:?}"
+    );
     assert!(sink.take().is_empty());
     bot.shutdown().await;
 
@@ -100,13 +113,12 @@ async fn two_bots_run_a_schedule_once(url: &str) -> anyhow::Result<()> {
     // Each run is on record once. (Both bots may hand the same outbox row
     // to their chat adapter; the row's delivery key makes the network drop
     // the second, which the Matrix tests check.)
-    let runs = a
-        .db
-        .audit_recent(100)
-        .await?
-        .into_iter()
-        .filter(|e| e.kind == "schedule" && e.outcome == "ok")
-        .count();
+    let runs =
+        a.db.audit_recent(100)
+            .await?
+            .into_iter()
+            .filter(|e| e.kind == "schedule" && e.outcome == "ok")
+            .count();
     assert_eq!(runs, 20, "one audited run per due time");
     let delivered = sink_a.take().len() + sink_b.take().len();
     assert!((20..=40).contains(&delivered), "{delivered}");

@@ -22,7 +22,7 @@ pub const MAX_PAYLOAD: usize = 64 * 1024;
 /// Checks a plugin's timer definition.
 pub fn parse(when: &WitWhen) -> Result<When, WhenError> {
     match when {
-        WitWhen::Cron(c) => Cron::parse(&c.expression, &c.zone).map(When::Cron),
+        WitWhen::Cron(c) => Cron::parse(&c.expression, &c.zone).map(|c| When::Cron(Box::new(c))),
         WitWhen::At(at) => Ok(When::At(*at)),
     }
 }
@@ -82,7 +82,7 @@ pub fn row(
 /// How a stored row fires.
 pub fn when_of(row: &ScheduleRow) -> Result<When, WhenError> {
     match (&row.cron, &row.zone, row.at_ms) {
-        (Some(cron), Some(zone), _) => Cron::parse(cron, zone).map(When::Cron),
+        (Some(cron), Some(zone), _) => Cron::parse(cron, zone).map(|c| When::Cron(Box::new(c))),
         (_, _, Some(at)) => Ok(When::At(at)),
         _ => Err(WhenError(
             "the stored schedule has neither a cron nor a time".into(),

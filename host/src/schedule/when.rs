@@ -13,8 +13,9 @@ use chrono_tz::Tz;
 /// A checked schedule time.
 #[derive(Debug, Clone)]
 pub enum When {
-    /// Every match of a cron expression in a zone.
-    Cron(Cron),
+    /// Every match of a cron expression in a zone (boxed: the parsed
+    /// expression is large beside an instant).
+    Cron(Box<Cron>),
     /// Once, at ms since the epoch.
     At(i64),
 }

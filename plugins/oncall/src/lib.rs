@@ -200,7 +200,7 @@ fn everyone(now: i64) -> Result<String, CommandError> {
 }
 
 fn period(days: u32) -> String {
-    if days % 7 == 0 {
+    if days.is_multiple_of(7) {
         format!("{}w", days / 7)
     } else {
         format!("{days}d")
@@ -265,13 +265,13 @@ fn set(inv: &Invocation, name: &str, args: &Args) -> Result<String, CommandError
         }
     }
     let every = args.duration("every").unwrap_or(7 * DAY);
-    if every % DAY != 0 || every == 0 || every / DAY > MAX_PERIOD_DAYS {
+    if !every.is_multiple_of(DAY) || every == 0 || every / DAY > MAX_PERIOD_DAYS {
         return Err(usage(format!(
             "--every must be whole days or weeks (1d to {MAX_PERIOD_DAYS}d), e.g. 1w or 1d"
         )));
     }
     let period_days = u32::try_from(every / DAY).map_err(|e| failed(e.to_string()))?;
-    let weekly = period_days % 7 == 0;
+    let weekly = period_days.is_multiple_of(7);
     let handoff = args.text("handoff").unwrap_or("mon 10:00");
     let (day, time) = match handoff.split_once(' ') {
         Some((d, t)) => (

@@ -13,7 +13,7 @@ mod verify;
 
 use std::sync::Arc;
 
-use matrix_sdk::ruma::{EventId, OwnedEventId, OwnedTransactionId, RoomId, UserId};
+use matrix_sdk::ruma::{EventId, OwnedEventId, OwnedTransactionId, RoomAliasId, RoomId, UserId};
 use matrix_sdk::{Client, Room};
 
 pub use incoming::{Seen, classify};
@@ -50,7 +50,7 @@ impl MatrixChat {
     /// Sends Markdown to a room now, not through the outbox; the event id
     /// is what [`MatrixChat::edit`] takes to change it later (countdowns).
     pub async fn send(&self, room: &str, markdown: &str) -> Result<OwnedEventId, ChatError> {
-        let room = self.room(room)?;
+        let room = self.room(room).await?;
         let sent = room
             .send(render::answer(markdown, None, None))
             .await
@@ -66,7 +66,7 @@ impl MatrixChat {
         original: &str,
         markdown: &str,
     ) -> Result<OwnedEventId, ChatError> {
-        let room = self.room(room)?;
+        let room = self.room(room).await?;
         let original = EventId::parse(original).map_err(|e| ChatError {
             target: original.to_owned(),
             message: format!("not an event id: {e}"),
@@ -79,13 +79,37 @@ impl MatrixChat {
         Ok(sent.response.event_id)
     }
 
-    fn room(&self, id: &str) -> Result<Room, ChatError> {
+    /// A joined room by id, or by alias (`#ops:example.org`), which the
+    /// homeserver resolves; an alias that does not exist is permanent.
+    async fn room(&self, id: &str) -> Result<Room, ChatError> {
+        if id.starts_with('#') {
+            let alias = RoomAliasId::parse(id).map_err(|e| ChatError {
+                target: id.to_owned(),
+                message: format!("not a room alias: {e}"),
+                permanent: true,
+            })?;
+            let resolved = self.client.resolve_room_alias(&alias).await.map_err(|e| {
+                let missing = e
+                    .as_client_api_error()
+                    .is_some_and(|c| c.status_code.as_u16() == 404);
+                ChatError {
+                    target: id.to_owned(),
+                    message: format!("cannot resolve the alias: {e}"),
+                    permanent: missing,
+                }
+            })?;
+            return self.joined(id, &resolved.room_id);
+        }
         let parsed = RoomId::parse(id).map_err(|e| ChatError {
             target: id.to_owned(),
             message: format!("not a room id: {e}"),
             permanent: true,
         })?;
-        self.client.get_room(&parsed).ok_or_else(|| ChatError {
+        self.joined(id, &parsed)
+    }
+
+    fn joined(&self, id: &str, room: &RoomId) -> Result<Room, ChatError> {
+        self.client.get_room(room).ok_or_else(|| ChatError {
             target: id.to_owned(),
             message: "the bot is not in this room".into(),
             permanent: true,
@@ -120,7 +144,7 @@ impl ChatSink for MatrixChat {
     ) -> BoxFuture<'a, Result<(), ChatError>> {
         Box::pin(async move {
             let room = match &message.target {
-                Target::Room(id) => self.room(id)?,
+                Target::Room(id) => self.room(id).await?,
                 Target::User(user) => self.direct_room(user).await?,
             };
             let event = |id: &Option<String>| id.as_deref().and_then(|i| EventId::parse(i).ok());
