@@ -200,6 +200,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?;
             schedules.abort();
+            // Wait until it has stopped, so no pass runs on a closed pool.
+            let _ = schedules.await;
             bot.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }

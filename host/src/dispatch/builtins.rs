@@ -427,8 +427,9 @@ impl Dispatcher {
                 )
             })
             .collect();
+        let plural = if rows.len() == 1 { "" } else { "s" };
         Ok(format!(
-            "**{} schedules**\n{}",
+            "**{} schedule{plural}**\n{}",
             rows.len(),
             lines.join("\n")
         ))

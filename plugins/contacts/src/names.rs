@@ -17,7 +17,12 @@ pub fn closest<'a>(wanted: &str, known: &[&'a str]) -> Vec<&'a str> {
     let mut scored: Vec<(f64, &str)> = known
         .iter()
         .map(|k| (strsim::jaro_winkler(wanted, k), *k))
-        .filter(|(score, k)| *score >= 0.7 || k.contains(wanted) || wanted.contains(*k))
+        .filter(|(score, k)| {
+            *score >= 0.7
+                || strsim::osa_distance(wanted, k) <= (wanted.len() / 3).max(1)
+                || k.contains(wanted)
+                || wanted.contains(*k)
+        })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     scored.into_iter().take(3).map(|(_, k)| k).collect()
@@ -49,6 +54,8 @@ mod tests {
         let known = ["frontend", "backend", "billing-api", "search"];
         assert_eq!(closest("fronted", &known)[0], "frontend");
         assert_eq!(closest("billing", &known), vec!["billing-api"]);
+        // Swapped letters in a short name.
+        assert_eq!(closest("wbe", &["web", "search"]), vec!["web"]);
         assert!(closest("zzz", &known).is_empty());
         assert!(unknown("module", "zzz", &known, "contacts").contains("`contacts` lists"));
     }
