@@ -271,7 +271,7 @@ impl Bot {
             let Some(plugin) = table.plugin(&d.plugin).cloned() else {
                 let error = "the plugin is not loaded".to_owned();
                 let commit = self.failed_delivery(&d, None, Outcome::Error, error, started);
-                self.commit_delivery(commit).await?;
+                self.db.commit_once(&commit).await?;
                 continue;
             };
             for _ in 0..5 {
@@ -364,13 +364,6 @@ impl Bot {
         Commit {
             delivery: Some(update),
             ..Commit::only_audit(None, audit, vec![])
-        }
-    }
-
-    async fn commit_delivery(&self, commit: Commit) -> anyhow::Result<()> {
-        match self.db.commit(&commit).await {
-            Ok(()) | Err(StoreError::Duplicate(_)) => Ok(()),
-            Err(e) => Err(e.into()),
         }
     }
 

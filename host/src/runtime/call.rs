@@ -4,11 +4,12 @@
 //! (effects to commit, or to discard) and a classified error.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use wasmtime::Store;
 
-use super::bindings::{Arg, CommandError, Firing, Invocation, PluginInfo, PluginPre};
+use super::bindings::{Arg, CommandError, Firing, Invocation, Plugin, PluginInfo, PluginPre};
 use super::plugin::LoadedPlugin;
 use super::state::{CallState, Grants, Phase};
 use super::{PluginError, Runtime};
@@ -92,6 +93,36 @@ impl Runtime {
         .result
     }
 
+    /// Instantiates `plugin` in a fresh store for `phase` and runs `call`
+    /// on the instance, under every limit: the one path all three exports
+    /// take.
+    async fn instantiated<T, F>(
+        &self,
+        plugin: &LoadedPlugin,
+        phase: Phase,
+        call: F,
+    ) -> CallOutcome<T>
+    where
+        T: Send + 'static,
+        F: for<'s> FnOnce(
+                &'s mut Store<CallState>,
+                Plugin,
+            )
+                -> Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 's>>
+            + Send
+            + 'static,
+    {
+        let store = self.store(plugin.name.clone(), plugin.grants.clone(), phase);
+        let pre = plugin.pre.clone();
+        self.guarded(store, move |store| {
+            Box::pin(async move {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                call(store, instance).await
+            })
+        })
+        .await
+    }
+
     /// Runs a command in `plugin`.
     pub async fn command(
         &self,
@@ -103,14 +134,11 @@ impl Runtime {
         let phase = Phase::Command {
             room: invocation.room.clone(),
         };
-        let store = self.store(plugin.name.clone(), plugin.grants.clone(), phase);
-        let pre = plugin.pre.clone();
-        self.guarded(store, move |store| {
+        self.instantiated(plugin, phase, move |store, instance| {
             Box::pin(async move {
-                let plugin = pre.instantiate_async(&mut *store).await?;
-                plugin
+                instance
                     .ikkyu_plugin_guest()
-                    .call_handle_command(&mut *store, &invocation, &command, &args)
+                    .call_handle_command(store, &invocation, &command, &args)
                     .await
             })
         })
@@ -124,18 +152,11 @@ impl Runtime {
         topic: String,
         payload: String,
     ) -> CallOutcome<Result<(), String>> {
-        let store = self.store(
-            plugin.name.clone(),
-            plugin.grants.clone(),
-            Phase::Background,
-        );
-        let pre = plugin.pre.clone();
-        self.guarded(store, move |store| {
+        self.instantiated(plugin, Phase::Background, move |store, instance| {
             Box::pin(async move {
-                let plugin = pre.instantiate_async(&mut *store).await?;
-                plugin
+                instance
                     .ikkyu_plugin_guest()
-                    .call_handle_event(&mut *store, &topic, &payload)
+                    .call_handle_event(store, &topic, &payload)
                     .await
             })
         })
@@ -148,18 +169,11 @@ impl Runtime {
         plugin: &LoadedPlugin,
         firing: Firing,
     ) -> CallOutcome<Result<(), String>> {
-        let store = self.store(
-            plugin.name.clone(),
-            plugin.grants.clone(),
-            Phase::Background,
-        );
-        let pre = plugin.pre.clone();
-        self.guarded(store, move |store| {
+        self.instantiated(plugin, Phase::Background, move |store, instance| {
             Box::pin(async move {
-                let plugin = pre.instantiate_async(&mut *store).await?;
-                plugin
+                instance
                     .ikkyu_plugin_guest()
-                    .call_handle_schedule(&mut *store, &firing)
+                    .call_handle_schedule(store, &firing)
                     .await
             })
         })

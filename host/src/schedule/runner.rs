@@ -217,7 +217,7 @@ impl Scheduler {
                 pass.failed += 1;
                 let detail = format!("cannot be read any more, removed: {e}");
                 return self
-                    .commit_failure(&run, None, Outcome::Error, detail)
+                    .commit_failure(&run, None, Outcome::Error, detail, chrono_tz::Tz::UTC)
                     .await;
             }
         };
@@ -239,7 +239,7 @@ impl Scheduler {
                     vec![],
                 )
             };
-            return self.commit(commit).await;
+            return Ok(self.db.commit_once(&commit).await?);
         };
         for _ in 0..COMMIT_ATTEMPTS {
             let firing = Firing {
@@ -272,7 +272,13 @@ impl Scheduler {
                 Ok(Err(message)) => {
                     pass.failed += 1;
                     return self
-                        .commit_failure(&run, next.map(|n| (n, due)), Outcome::Error, message)
+                        .commit_failure(
+                            &run,
+                            next.map(|n| (n, due)),
+                            Outcome::Error,
+                            message,
+                            when.zone(),
+                        )
                         .await;
                 }
                 Err(e) => {
@@ -283,7 +289,13 @@ impl Scheduler {
                     }
                     let detail = format!("{}; {}", chat_text(&e), detail_of(&e));
                     return self
-                        .commit_failure(&run, next.map(|n| (n, due)), outcome_of(&e), detail)
+                        .commit_failure(
+                            &run,
+                            next.map(|n| (n, due)),
+                            outcome_of(&e),
+                            detail,
+                            when.zone(),
+                        )
                         .await;
                 }
             };
@@ -305,16 +317,17 @@ impl Scheduler {
     }
 
     /// Records a failed run, moves the schedule on (`next` with the run's
-    /// due time, or none to remove it) and tells the admins.
+    /// due time, or none to remove it) and tells the admins, with times in
+    /// `zone`.
     async fn commit_failure(
         &self,
         run: &Run<'_>,
         next: Option<(i64, i64)>,
         outcome: Outcome,
         detail: String,
+        zone: chrono_tz::Tz,
     ) -> anyhow::Result<()> {
         let (next_ms, due) = next.map_or((None, run.expected), |(n, d)| (Some(n), d));
-        let zone = super::when_of(run.row).map_or(chrono_tz::Tz::UTC, |w| w.zone());
         let body = format!(
             "scheduled run **{}/{}** (due {}) failed: {}{}",
             run.plugin.name,
@@ -331,14 +344,7 @@ impl Scheduler {
             fired: Some(run.fired(next_ms, due, outcome.as_str(), Some(detail.clone()))),
             ..Commit::only_audit(None, self.audit(run, outcome, Some(detail)), messages)
         };
-        self.commit(commit).await
-    }
-
-    async fn commit(&self, commit: Commit) -> anyhow::Result<()> {
-        match self.db.commit(&commit).await {
-            Ok(()) | Err(StoreError::Duplicate(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.db.commit_once(&commit).await?)
     }
 
     fn audit(&self, run: &Run<'_>, outcome: Outcome, detail: Option<String>) -> AuditRecord {

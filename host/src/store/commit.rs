@@ -135,6 +135,16 @@ fn next_stamp(now_ms: i64) -> i64 {
 }
 
 impl Db {
+    /// Commits `c`, taking "already committed" as success: for work that a
+    /// concurrent runner (another flush, another bot) may have finished
+    /// first, where the first commit is the one that counts.
+    pub async fn commit_once(&self, c: &Commit) -> Result<(), StoreError> {
+        match self.commit(c).await {
+            Ok(()) | Err(StoreError::Duplicate(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Commits `c` in one transaction.
     pub async fn commit(&self, c: &Commit) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
