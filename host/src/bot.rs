@@ -8,22 +8,24 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use tokio::sync::Mutex;
 
+use crate::attempt::{Attempts, Call, Ran};
 use crate::chat::{ChatSink, Incoming};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::dispatch::{Dispatcher, Handled, chat_text, detail_of, outcome_of};
+use crate::outage::Outage;
 use crate::registry::Registry;
-use crate::runtime::{LoadedPlugin, Runtime};
+use crate::runtime::{CallOutcome, CallState, LoadedPlugin, PluginError, Runtime};
 use crate::schedule::{Pass, Scheduler};
 use crate::store::{
-    AuditRecord, Commit, Db, Decision, DeliveryUpdate, OutMessage, Outcome, StoreError,
+    AuditRecord, Commit, Cutoffs, Db, Decision, DeliveryUpdate, OutMessage, Outcome,
+    PendingMessage, Pruned, Target, is_unavailable,
 };
 
 /// Events emitted by event handlers may cause further events; past this
@@ -31,10 +33,19 @@ use crate::store::{
 const MAX_EVENT_DEPTH: i64 = 8;
 /// A delivery that failed this many times is given up and left on record.
 const MAX_DELIVERY_ATTEMPTS: i64 = 5;
-/// Rows fetched per delivery pass.
+/// A message the chat network failed to take this many times is given up,
+/// kept on record and reported to the admins.
+const MAX_SEND_ATTEMPTS: i64 = 10;
+/// Longest wait before retrying a failed send or delivery.
+const MAX_RETRY_DELAY_MS: i64 = 5 * 60 * 1000;
+/// Rows fetched per delivery pass, and messages sent at once.
 const BATCH: i64 = 100;
-/// Longest sleep of the schedule loop between passes.
+const PARALLEL_SENDS: usize = 8;
+/// Longest sleep of the schedule and delivery loops between passes, so
+/// work committed by other processes is seen.
 const IDLE_PASS: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often the schedule loop prunes records past their retention.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Everything the bot is made of.
 pub struct Bot {
@@ -44,14 +55,15 @@ pub struct Bot {
     dispatcher: Dispatcher,
     runtime: Arc<Runtime>,
     registry: Arc<Registry>,
+    attempts: Arc<Attempts>,
     sink: Arc<dyn ChatSink>,
     clock: SharedClock,
     scheduler: Scheduler,
     /// Wakes the schedule loop early: a command or reload may have added
     /// or changed a schedule.
     poke: tokio::sync::Notify,
-    /// Only one outbox flush at a time, so a message is not sent twice by
-    /// two concurrent flushes. Held only while delivering, never while a
+    /// Only one outbox pass at a time, so a message is not sent twice by
+    /// two concurrent passes. Held only while delivering, never while a
     /// guest runs.
     flushing: Mutex<()>,
 }
@@ -65,8 +77,9 @@ impl std::fmt::Debug for Bot {
 }
 
 impl Bot {
-    /// Opens the database (migrating it), loads the plugins and gets ready
-    /// to answer. Plugins that fail to load are reported and skipped.
+    /// Opens the database (migrating it; an unreachable database is waited
+    /// for, not fatal), loads the plugins and gets ready to answer. Plugins
+    /// that fail to load are reported and skipped.
     pub async fn start(
         config: &Config,
         sink: Arc<dyn ChatSink>,
@@ -74,9 +87,18 @@ impl Bot {
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config.clone());
         let url = config.database_url()?;
-        let db = Db::open(&url)
-            .await
-            .with_context(|| format!("opening the database {}", redact(&url)))?;
+        let mut outage = Outage::new("opening the database");
+        let db = loop {
+            match Db::open(&url).await {
+                Ok(db) => break db,
+                Err(e) if e.is_unavailable() => outage.wait(&e).await,
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("opening the database {}", redact(&url)));
+                }
+            }
+        };
+        outage.over();
         let directory = Directory::new(db.clone(), config.roles.clone());
         let runtime = Arc::new(Runtime::new(
             &config,
@@ -85,12 +107,14 @@ impl Bot {
             clock.clone(),
         )?);
         let registry = Arc::new(Registry::load(runtime.clone(), config.clone()).await?);
+        let attempts = Arc::new(Attempts::new(db.clone(), config.clone()));
         let dispatcher = Dispatcher::new(
             config.clone(),
             registry.clone(),
             runtime.clone(),
             directory,
             clock.clone(),
+            attempts.clone(),
         );
         let scheduler = Scheduler::new(
             db.clone(),
@@ -98,6 +122,7 @@ impl Bot {
             registry.clone(),
             clock.clone(),
             config.clone(),
+            attempts.clone(),
         );
         Ok(Self {
             db,
@@ -105,6 +130,7 @@ impl Bot {
             dispatcher,
             runtime,
             registry,
+            attempts,
             sink,
             clock,
             scheduler,
@@ -133,10 +159,23 @@ impl Bot {
             .collect()
     }
 
-    /// Handles a message and delivers everything that resulted from it.
+    /// Handles a message and delivers everything that resulted from it
+    /// before returning: for the console and transcripts, where one person
+    /// waits for each answer. A delivery that fails is logged and stays in
+    /// the outbox; the answer is committed either way.
     pub async fn handle(&self, msg: &Incoming) -> anyhow::Result<Handled> {
-        let handled = self.dispatcher.handle(msg).await?;
-        self.deliver_answer(handled).await
+        let handled = self.answer(msg).await?;
+        self.flush_logged().await;
+        Ok(handled)
+    }
+
+    /// Handles a message up to its commit and wakes the delivery loop
+    /// ([`Bot::run_delivery`]), without waiting on any network send: for
+    /// adapters where many rooms are answered at once. While the database
+    /// is unavailable the commit is retried with growing pauses, so a
+    /// command is answered late rather than lost or answered twice.
+    pub async fn answer(&self, msg: &Incoming) -> anyhow::Result<Handled> {
+        self.until_committed(|| self.dispatcher.handle(msg)).await
     }
 
     /// The bot's clock, in ms since the epoch.
@@ -150,26 +189,39 @@ impl Bot {
     }
 
     /// Answers `msg` without running it (see [`Dispatcher::skip`]) and
-    /// delivers the answer.
+    /// wakes the delivery loop.
     pub async fn skip(&self, msg: &Incoming, reply: String) -> anyhow::Result<Handled> {
-        let handled = self.dispatcher.skip(msg, reply).await?;
-        self.deliver_answer(handled).await
+        self.until_committed(|| self.dispatcher.skip(msg, reply.clone()))
+            .await
     }
 
-    /// Delivers what an answer committed; a duplicate committed nothing.
-    async fn deliver_answer(&self, handled: Handled) -> anyhow::Result<Handled> {
-        if matches!(handled, Handled::Answered(_)) {
-            self.poke.notify_one();
-            self.flush().await?;
+    /// Runs `commit` until it is not stopped by an unavailable database.
+    async fn until_committed<F, Fut>(&self, commit: F) -> anyhow::Result<Handled>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Handled>>,
+    {
+        let mut outage = Outage::new("committing a command");
+        loop {
+            match commit().await {
+                Ok(handled) => {
+                    outage.over();
+                    if matches!(handled, Handled::Answered(_)) {
+                        self.poke.notify_one();
+                    }
+                    return Ok(handled);
+                }
+                Err(e) if e.chain().any(is_unavailable) => outage.wait(&*e).await,
+                Err(e) => return Err(e),
+            }
         }
-        Ok(handled)
     }
 
     /// Runs every schedule due now and delivers what the runs committed.
     /// The schedule loop calls this; tests call it after moving the clock.
     pub async fn run_due_schedules(&self) -> anyhow::Result<Pass> {
         let pass = self.scheduler.pass().await?;
-        self.flush().await?;
+        self.flush_logged().await;
         Ok(pass)
     }
 
@@ -177,13 +229,20 @@ impl Bot {
     /// due, after any command (it may have added one), and at least every
     /// [`IDLE_PASS`] so changes by other processes are seen.
     pub async fn run_schedules(&self) {
-        let mut failing_since: Option<Instant> = None;
+        let mut outage = Outage::new("running schedules");
+        let mut pruned: Option<Instant> = None;
         loop {
-            let wait = match self.run_due_schedules().await {
-                Ok(pass) => {
-                    if let Some(since) = failing_since.take() {
-                        tracing::info!("schedules run again after {:?}", since.elapsed());
+            if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                match self.prune().await {
+                    Ok(()) => pruned = Some(Instant::now()),
+                    Err(e) => {
+                        tracing::warn!("pruning old records failed; trying again later: {e:#}")
                     }
+                }
+            }
+            let wait = match self.scheduler.pass().await {
+                Ok(pass) => {
+                    outage.over();
                     if pass.busy > 0 {
                         std::time::Duration::from_secs(1)
                     } else {
@@ -196,11 +255,7 @@ impl Bot {
                         .min(IDLE_PASS)
                     }
                 }
-                Err(e) => {
-                    tracing::error!("running schedules failed, trying again in 5s: {e:#}");
-                    failing_since.get_or_insert_with(Instant::now);
-                    std::time::Duration::from_secs(5)
-                }
+                Err(e) => outage.failed(&*e),
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -209,140 +264,203 @@ impl Bot {
         }
     }
 
-    /// Delivers pending messages and events until nothing is left that can
-    /// be delivered now; failures stay pending for the next flush.
-    pub async fn flush(&self) -> anyhow::Result<()> {
-        self.deliver_outbox().await?;
-        let hint = &self.dispatcher.events_hint;
-        while hint.swap(false, Ordering::SeqCst) {
-            let (progressed, unfinished) = self.deliver_events().await?;
-            if unfinished {
-                // Failed deliveries stay pending: look again at the next flush.
-                hint.store(true, Ordering::SeqCst);
-            }
-            self.deliver_outbox().await?;
-            if !progressed {
-                break;
-            }
-            hint.store(true, Ordering::SeqCst);
+    /// Removes records older than `[retention]` allows.
+    pub async fn prune(&self) -> anyhow::Result<()> {
+        let now = self.clock.now_ms();
+        let r = &self.config.retention;
+        let before = |d: std::time::Duration| {
+            now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        };
+        let pruned = self
+            .db
+            .prune(Cutoffs {
+                audit_ms: before(r.audit),
+                processed_ms: before(r.processed),
+                outbox_ms: before(r.outbox),
+                events_ms: before(r.events),
+            })
+            .await?;
+        if pruned != Pruned::default() {
+            tracing::info!(?pruned, "pruned records past their retention");
         }
         Ok(())
     }
 
-    async fn deliver_outbox(&self) -> anyhow::Result<()> {
-        let _guard = self.flushing.lock().await;
+    /// Delivers for as long as the bot runs: whenever a commit left
+    /// something to deliver, when a retry is due, and at least every
+    /// [`IDLE_PASS`]. Answering a command never waits on this.
+    pub async fn run_delivery(&self) {
+        let mut outage = Outage::new("delivering messages and events");
         loop {
-            let pending = self.db.outbox_pending(BATCH).await?;
-            let more = pending.len() as i64 == BATCH;
-            for p in &pending {
-                let key = format!("ikkyu-{}-{}", p.id, p.created_ms);
-                if let Err(e) = self.sink.deliver(&key, &p.message).await {
-                    if e.permanent {
-                        tracing::error!(attempts = p.attempts + 1, "giving up a message: {e}");
-                        let now = self.clock.now_ms();
-                        self.db
-                            .outbox_failed(p.id, &e.to_string(), Some(now))
-                            .await?;
-                        continue;
-                    }
-                    // Keep order: stop at the first failure and retry later.
-                    tracing::warn!(attempts = p.attempts + 1, "{e}");
-                    self.db.outbox_failed(p.id, &e.to_string(), None).await?;
-                    return Ok(());
+            let wait = match self.flush().await {
+                Ok(()) => {
+                    outage.over();
+                    self.next_retry_in().await
                 }
-                self.db.outbox_delivered(p.id, self.clock.now_ms()).await?;
+                Err(e) => outage.failed(&*e),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.db.deliverable() => {}
             }
-            if !more {
+        }
+    }
+
+    /// How long until the earliest failed send or delivery is due again.
+    async fn next_retry_in(&self) -> std::time::Duration {
+        let (a, b) = tokio::join!(
+            self.db.outbox_next_attempt(),
+            self.db.deliveries_next_attempt()
+        );
+        let next = [a.ok().flatten(), b.ok().flatten()]
+            .into_iter()
+            .flatten()
+            .min();
+        next.map_or(IDLE_PASS, |t| {
+            let ms = u64::try_from((t - self.clock.now_ms()).max(100)).unwrap_or(0);
+            std::time::Duration::from_millis(ms).min(IDLE_PASS)
+        })
+    }
+
+    /// [`Bot::flush`], with a failure logged: what did not go out stays
+    /// pending for the delivery loop or the next flush.
+    pub async fn flush_logged(&self) {
+        if let Err(e) = self.flush().await {
+            tracing::warn!("delivering pending messages and events: {e:#}; they stay pending");
+        }
+    }
+
+    /// Delivers pending messages and events until nothing is left that can
+    /// be delivered now; failures stay pending, with a time to try again.
+    pub async fn flush(&self) -> anyhow::Result<()> {
+        loop {
+            let sent = self.deliver_outbox().await?;
+            let delivered = self.deliver_events().await?;
+            if !sent && !delivered {
                 return Ok(());
             }
         }
     }
 
-    /// One pass over pending event deliveries: whether any succeeded, and
-    /// whether any is still pending afterwards.
-    async fn deliver_events(&self) -> anyhow::Result<(bool, bool)> {
+    /// Sends the head message of every target that is due, a few targets
+    /// at a time, until no head is left: whether anything was sent.
+    async fn deliver_outbox(&self) -> anyhow::Result<bool> {
+        let _guard = self.flushing.lock().await;
         let mut progressed = false;
-        let mut unfinished = false;
+        loop {
+            let heads = self.db.outbox_heads(self.clock.now_ms(), BATCH).await?;
+            if heads.is_empty() {
+                return Ok(progressed);
+            }
+            let mut any = false;
+            for targets in heads.chunks(PARALLEL_SENDS) {
+                let sends: Vec<_> = targets.iter().cloned().map(|p| self.send(p)).collect();
+                for sent in futures_util::future::join_all(sends).await {
+                    any |= sent?;
+                }
+            }
+            if !any {
+                return Ok(progressed);
+            }
+            progressed = true;
+        }
+    }
+
+    /// Sends one message: whether it went out. A failure is retried with
+    /// growing delays; a permanent one, or the last allowed, gives it up,
+    /// on record and reported to the admins once.
+    async fn send(&self, p: PendingMessage) -> anyhow::Result<bool> {
+        let key = format!("ikkyu-{}-{}", p.id, p.created_ms);
+        let Err(e) = self.sink.deliver(&key, &p.message).await else {
+            self.db.outbox_delivered(p.id, self.clock.now_ms()).await?;
+            return Ok(true);
+        };
+        let attempts = p.attempts + 1;
+        let now = self.clock.now_ms();
+        if !e.permanent && attempts < MAX_SEND_ATTEMPTS {
+            tracing::warn!(attempts, "{e}; trying again later");
+            let retry = now.saturating_add(retry_delay_ms(attempts));
+            self.db
+                .outbox_failed(p.id, &e.to_string(), now, Some(retry))
+                .await?;
+            return Ok(false);
+        }
+        tracing::error!(attempts, "giving up a message: {e}");
+        self.db
+            .outbox_failed(p.id, &e.to_string(), now, None)
+            .await?;
+        let audit = AuditRecord {
+            at_ms: now,
+            kind: "delivery",
+            actor: "host".into(),
+            room: None,
+            command: format!("message {} to {}", p.id, e.target),
+            plugin: None,
+            plugin_version: None,
+            decision: Decision::NotChecked,
+            outcome: Outcome::Error,
+            detail: Some(format!("given up after {attempts} attempts: {}", e.message)),
+            duration_us: 0,
+        };
+        // A notice about a notice to an admin that cannot be reached would
+        // only fail the same way.
+        let to_admin = matches!(&p.message.target, Target::User(u) if self.config.admins().contains(u))
+            && p.message.reply_to.is_none();
+        let notices = if to_admin {
+            Vec::new()
+        } else {
+            let body = format!(
+                "a message to {} could not be delivered after {attempts} attempts and was given up: {}",
+                e.target, e.message
+            );
+            OutMessage::direct_to_each(self.config.admins(), &body)
+        };
+        self.attempts
+            .settle(&Commit::only_audit(None, audit, notices), &key)
+            .await?;
+        Ok(false)
+    }
+
+    /// One pass over pending event deliveries, subscriber by subscriber, so
+    /// one that cannot run now never holds up another: whether any
+    /// delivery succeeded.
+    async fn deliver_events(&self) -> anyhow::Result<bool> {
+        let mut progressed = false;
         let table = self.registry.current();
-        let pending = self.db.deliveries_pending(BATCH).await?;
-        unfinished |= pending.len() as i64 == BATCH;
-        for d in pending {
-            let started = Instant::now();
-            let Some(plugin) = table.plugin(&d.plugin).cloned() else {
-                let error = "the plugin is not loaded".to_owned();
-                let commit = self.failed_delivery(&d, None, Outcome::Error, error, started);
-                self.db.commit_once(&commit).await?;
-                continue;
-            };
-            for _ in 0..5 {
+        for subscriber in self.db.delivery_subscribers().await? {
+            let now = self.clock.now_ms();
+            let pending = self.db.deliveries_pending(&subscriber, now, BATCH).await?;
+            let plugin = table.plugin(&subscriber).cloned();
+            for d in &pending {
+                let started = Instant::now();
+                let Some(plugin) = &plugin else {
+                    let error = "the plugin is not loaded".to_owned();
+                    let commit = self.failed_delivery(d, None, Outcome::Error, error, started);
+                    self.attempts.settle(&commit, &d.topic).await?;
+                    continue;
+                };
                 if plugin.health.is_quarantined() {
                     // Kept pending; delivered once the plugin is reloaded.
-                    unfinished = true;
                     break;
                 }
-                let out = self
-                    .runtime
-                    .event(&plugin, d.topic.clone(), d.payload.clone())
-                    .await;
-                let commit = match out.result {
-                    Err(crate::runtime::PluginError::Busy) => {
-                        unfinished = true;
-                        break;
-                    }
-                    Ok(Ok(())) => {
-                        plugin.health.succeeded();
-                        let state = out.state;
-                        let depth = d.depth + 1;
-                        let events = if depth > MAX_EVENT_DEPTH {
-                            if !state.events.is_empty() {
-                                tracing::warn!(plugin = %plugin.name, "dropping events past depth {MAX_EVENT_DEPTH}");
-                            }
-                            Vec::new()
-                        } else {
-                            table.new_events(state.events, &plugin.name, depth)
-                        };
-                        Commit {
-                            processed: None,
-                            audit: self.event_audit(&d, Some(&plugin), Outcome::Ok, None, started),
-                            kv: Some(state.kv),
-                            messages: state.messages,
-                            events,
-                            roles: Vec::new(),
-                            delivery: Some(DeliveryUpdate::Done {
-                                event_id: d.event_id,
-                                plugin: d.plugin.clone(),
-                                attempts: d.attempts,
-                            }),
-                            schedules: state.schedules,
-                            fired: None,
-                        }
-                    }
-                    Ok(Err(message)) => {
-                        self.failed_delivery(&d, Some(&plugin), Outcome::Error, message, started)
-                    }
-                    Err(e) => {
-                        tracing::warn!(plugin = %plugin.name, topic = %d.topic, "event handler failed: {}", detail_of(&e));
-                        if plugin.health.failed(self.config.runtime.quarantine_after) {
-                            tracing::error!(plugin = %plugin.name, "quarantined after {} failures in a row", plugin.health.failures());
-                        }
-                        let error = format!("{}; {}", chat_text(&e), detail_of(&e));
-                        self.failed_delivery(&d, Some(&plugin), outcome_of(&e), error, started)
-                    }
+                let call = DeliveryCall {
+                    bot: self,
+                    d,
+                    plugin,
+                    table: &table,
+                    started,
                 };
-                let ok = commit.kv.is_some();
-                match self.db.commit(&commit).await {
-                    Ok(()) => {
-                        progressed |= ok;
-                        unfinished |= !ok;
-                        break;
-                    }
-                    Err(StoreError::Conflict) => continue,
-                    Err(StoreError::Duplicate(_)) => break,
-                    Err(e) => return Err(e.into()),
+                let salt = format!("event {} for {}", d.event_id, d.plugin);
+                match self.attempts.run(plugin, &salt, &call).await? {
+                    Ran::Committed(Outcome::Ok) => progressed = true,
+                    Ran::Committed(_) | Ran::Duplicate => {}
+                    // Busy, the database away, or contended: this
+                    // subscriber waits for the next pass, the others go on.
+                    Ran::NotNow(_) | Ran::Contended => break,
                 }
             }
         }
-        Ok((progressed, unfinished))
+        Ok(progressed)
     }
 
     fn failed_delivery(
@@ -353,12 +471,16 @@ impl Bot {
         error: String,
         started: Instant,
     ) -> Commit {
+        let attempts = d.attempts + 1;
+        let give_up = attempts >= MAX_DELIVERY_ATTEMPTS;
         let update = DeliveryUpdate::Failed {
             event_id: d.event_id,
             plugin: d.plugin.clone(),
             attempts: d.attempts,
             error: error.clone(),
-            give_up: d.attempts + 1 >= MAX_DELIVERY_ATTEMPTS,
+            give_up,
+            retry_at_ms: (!give_up)
+                .then(|| self.clock.now_ms().saturating_add(retry_delay_ms(attempts))),
         };
         let audit = self.event_audit(d, plugin, outcome, Some(error), started);
         Commit {
@@ -426,7 +548,8 @@ impl Bot {
             .commit(&Commit::only_audit(None, audit, messages))
             .await?;
         self.poke.notify_one();
-        self.flush().await
+        self.flush_logged().await;
+        Ok(())
     }
 
     /// Closes the database; the bot is unusable afterwards.
@@ -435,17 +558,84 @@ impl Bot {
     }
 }
 
+/// One event delivery, for [`Attempts::run`].
+struct DeliveryCall<'a> {
+    bot: &'a Bot,
+    d: &'a crate::store::PendingDelivery,
+    plugin: &'a Arc<LoadedPlugin>,
+    table: &'a crate::dispatch::CommandTable,
+    started: Instant,
+}
+
+impl Call for DeliveryCall<'_> {
+    type Value = Result<(), String>;
+
+    fn run(&self) -> impl std::future::Future<Output = CallOutcome<Self::Value>> + Send {
+        self.bot
+            .runtime
+            .event(self.plugin, self.d.topic.clone(), self.d.payload.clone())
+    }
+
+    fn returned(&self, value: Self::Value, state: CallState) -> Commit {
+        let (bot, d, plugin) = (self.bot, self.d, self.plugin);
+        if let Err(message) = value {
+            return bot.failed_delivery(d, Some(plugin), Outcome::Error, message, self.started);
+        }
+        let depth = d.depth + 1;
+        let events = if depth > MAX_EVENT_DEPTH {
+            if !state.events.is_empty() {
+                tracing::warn!(plugin = %plugin.name, "dropping events past depth {MAX_EVENT_DEPTH}");
+            }
+            Vec::new()
+        } else {
+            self.table.new_events(state.events, &plugin.name, depth)
+        };
+        let audit = bot.event_audit(d, Some(plugin), Outcome::Ok, None, self.started);
+        Commit {
+            kv: Some(state.kv),
+            events,
+            delivery: Some(DeliveryUpdate::Done {
+                event_id: d.event_id,
+                plugin: d.plugin.clone(),
+                attempts: d.attempts,
+            }),
+            schedules: state.schedules,
+            ..Commit::only_audit(None, audit, state.messages)
+        }
+    }
+
+    fn failed(&self, e: &PluginError, notices: Vec<OutMessage>) -> Commit {
+        let error = format!("{}; {}", chat_text(e), detail_of(e));
+        let mut commit = self.bot.failed_delivery(
+            self.d,
+            Some(self.plugin),
+            outcome_of(e),
+            error,
+            self.started,
+        );
+        commit.messages = notices;
+        commit
+    }
+}
+
+/// The delay before retry `attempts` + 1 of a send or delivery: doubling
+/// from a second, at most [`MAX_RETRY_DELAY_MS`].
+fn retry_delay_ms(attempts: i64) -> i64 {
+    let shift = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
+    (1000i64 << shift).min(MAX_RETRY_DELAY_MS)
+}
+
 /// A database URL without its password, for messages.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((creds, host)) => match creds.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 

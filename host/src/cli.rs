@@ -109,6 +109,7 @@ async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
     let result = tokio::select! {
         r = syncer.run() => r,
         () = bot.run_schedules() => Ok(()),
+        () = bot.run_delivery() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = terminate.recv() => Ok(()),
     };
@@ -252,16 +253,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let when = chrono::DateTime::from_timestamp_millis(e.at_ms)
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                     .unwrap_or_default();
+                // Chat and plugins wrote these fields: no control
+                // character reaches the terminal.
+                let show = crate::text::one_line;
                 println!(
                     "{when} {:<8} {:<20} {:<10} {:<8} {:<8} {:>7.1}ms {} {}",
-                    e.kind,
-                    e.actor,
-                    e.plugin.as_deref().unwrap_or("-"),
+                    show(&e.kind),
+                    show(&e.actor),
+                    show(e.plugin.as_deref().unwrap_or("-")),
                     e.decision,
                     e.outcome,
                     e.duration_us as f64 / 1000.0,
-                    e.room.as_deref().unwrap_or("-"),
-                    e.command
+                    show(e.room.as_deref().unwrap_or("-")),
+                    show(&e.command)
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -77,6 +77,9 @@ pub struct Config {
     /// How durable schedules run.
     #[serde(default)]
     pub scheduler: SchedulerConfig,
+    /// How long finished records are kept.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Folder the config file is in; relative paths are resolved from it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -274,6 +277,38 @@ fn default_grace() -> Duration {
     Duration::from_secs(3600)
 }
 
+/// `[retention]`: how long the host keeps what it no longer needs. Pruned
+/// by the host itself about once an hour; nothing pending is ever pruned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// The audit log: who did what, kept long for incident reviews.
+    #[serde(with = "humantime_serde_compat")]
+    pub audit: Duration,
+    /// Markers of handled chat messages. Must be longer than any replay
+    /// (`matrix.max_command_age`), so a re-read message is still known.
+    #[serde(with = "humantime_serde_compat")]
+    pub processed: Duration,
+    /// Delivered or given-up outbox messages.
+    #[serde(with = "humantime_serde_compat")]
+    pub outbox: Duration,
+    /// Events whose every delivery finished.
+    #[serde(with = "humantime_serde_compat")]
+    pub events: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Self {
+            audit: Duration::from_secs(365 * DAY),
+            processed: Duration::from_secs(7 * DAY),
+            outbox: Duration::from_secs(7 * DAY),
+            events: Duration::from_secs(7 * DAY),
+        }
+    }
+}
+
 /// What the operator grants one plugin.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -420,6 +455,17 @@ impl Config {
                 format!(
                     "{:?} is not a Matrix user id like \"@ikkyu:example.org\"",
                     self.bot.user_id
+                ),
+            );
+        }
+        if let Some(m) = &self.matrix
+            && self.retention.processed <= m.max_command_age
+        {
+            return invalid(
+                "retention.processed".into(),
+                format!(
+                    "must be longer than matrix.max_command_age ({}), or a replayed message could run twice",
+                    humantime::format_duration(m.max_command_age)
                 ),
             );
         }

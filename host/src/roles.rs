@@ -48,7 +48,10 @@ impl fmt::Display for RoleName {
     }
 }
 
-/// Whether `text` looks like a Matrix user id: `@localpart:server`.
+/// Whether `text` is a Matrix user id, `@localpart:server`, by the
+/// grammar of the spec: at most 255 bytes; the localpart in the historical
+/// character set; the server a DNS name, IPv4 address or `[IPv6]` literal
+/// with an optional port.
 pub fn is_user_id(text: &str) -> bool {
     let Some(rest) = text.strip_prefix('@') else {
         return false;
@@ -56,12 +59,72 @@ pub fn is_user_id(text: &str) -> bool {
     let Some((local, server)) = rest.split_once(':') else {
         return false;
     };
-    !local.is_empty()
-        && !server.is_empty()
+    text.len() <= crate::text::MAX_ID
+        && !local.is_empty()
         && local
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._=-/+".contains(c))
-        && !server.chars().any(char::is_whitespace)
+        && is_server_name(server)
+}
+
+/// Whether `text` is a room id (`!opaque`, with a server part in room
+/// versions before 12) or alias (`#name:server`).
+pub fn is_room(text: &str) -> bool {
+    if !crate::text::is_id(text) {
+        return false;
+    }
+    if let Some(alias) = text.strip_prefix('#') {
+        return alias
+            .split_once(':')
+            .is_some_and(|(name, server)| !name.is_empty() && is_server_name(server));
+    }
+    text.strip_prefix('!').is_some_and(|id| {
+        !id.is_empty()
+            && match id.split_once(':') {
+                Some((opaque, server)) => !opaque.is_empty() && is_server_name(server),
+                None => true,
+            }
+    })
+}
+
+/// `host[:port]` where host is a DNS name, IPv4 address or `[IPv6]`.
+fn is_server_name(server: &str) -> bool {
+    let (host_ok, port) = match server.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, after)) => (
+                !addr.is_empty()
+                    && addr
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() || ".:".contains(c)),
+                after,
+            ),
+            None => return false,
+        },
+        None => {
+            let (host, port) = match server.split_once(':') {
+                Some((h, p)) => (h, p),
+                None => (server, ""),
+            };
+            let dns = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            // The port follows the only colon.
+            (dns, if server.contains(':') { port } else { "" })
+        }
+    };
+    let port_ok = match port.strip_prefix(':') {
+        _ if port.is_empty() => true,
+        Some(p) => is_port(p),
+        // For a DNS host, `port` is what followed the colon.
+        None if !server.starts_with('[') => is_port(port),
+        None => false,
+    };
+    host_ok && port_ok
+}
+
+fn is_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The roles one user holds, from every source.
@@ -93,8 +156,48 @@ mod tests {
     fn user_ids() {
         assert!(is_user_id("@alice:example.org"));
         assert!(is_user_id("@bot.1:localhost:8008"));
-        for bad in ["alice", "@alice", "@:x", "@a b:x", "#room:x", "@alice:"] {
+        assert!(is_user_id("@a:[::1]:8448"));
+        assert!(is_user_id("@a:127.0.0.1"));
+        let huge = format!("@a:{}", "x".repeat(10 * 1024));
+        for bad in [
+            "alice",
+            "@alice",
+            "@:x",
+            "@a b:x",
+            "#room:x",
+            "@alice:",
+            "@a:x\u{0}y",
+            "@a:exämple.org",
+            "@a:x:port",
+            "@a:x:99999999",
+            "@a:[zz]",
+            huge.as_str(),
+        ] {
             assert!(!is_user_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn room_ids() {
+        for good in [
+            "!abc:x.org",
+            "#ops:x.org",
+            "!AbCdEf_123",
+            "#a:localhost:8008",
+        ] {
+            assert!(is_room(good), "{good}");
+        }
+        let huge = format!("!a:{}", "x".repeat(300));
+        for bad in [
+            "ops",
+            "#ops",
+            "!",
+            "!a b:x",
+            "#:x",
+            "!a\u{0}:x",
+            huge.as_str(),
+        ] {
+            assert!(!is_room(bad), "{bad}");
         }
     }
 

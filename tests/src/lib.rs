@@ -6,6 +6,7 @@
 //! PostgreSQL server.
 
 pub mod matrix;
+pub mod proxy;
 pub mod synapse;
 
 use std::path::{Path, PathBuf};
@@ -183,6 +184,18 @@ pub async fn start_bot_at(
     start_bot_full(db_url, data, plugins_dir()?, extra, clock).await
 }
 
+/// [`start_bot_at`] delivering to `sink`, for tests of delivery itself.
+pub async fn start_bot_into(
+    db_url: &str,
+    data: &Path,
+    extra: &str,
+    clock: SharedClock,
+    sink: Arc<dyn ikkyu::chat::ChatSink>,
+) -> anyhow::Result<Bot> {
+    let config = test_config(db_url, data, plugins_dir()?, extra)?;
+    Bot::start(&config, sink, clock).await
+}
+
 async fn start_bot_full(
     db_url: &str,
     data: &Path,
@@ -190,6 +203,17 @@ async fn start_bot_full(
     extra: &str,
     clock: SharedClock,
 ) -> anyhow::Result<(Bot, RecordingSink)> {
+    let config = test_config(db_url, data, plugins, extra)?;
+    let sink = RecordingSink::default();
+    Ok((
+        Bot::start(&config, Arc::new(sink.clone()), clock).await?,
+        sink,
+    ))
+}
+
+/// Every plugin granted everything, `@root:local` as admin, `extra` TOML
+/// appended.
+fn test_config(db_url: &str, data: &Path, plugins: &Path, extra: &str) -> anyhow::Result<Config> {
     let all = r#"grants = ["chat", "kv", "events", "schedule", "directory", "config", "log"]"#;
     let sections: String = ["points", "emitter", "misbehave", "contacts", "oncall"]
         .iter()
@@ -200,12 +224,7 @@ async fn start_bot_full(
          [plugins.announce]\n{all}\nrooms = [\"*\"]\n\
          [runtime]\nplugins_dir = {plugins:?}\n{extra}"
     );
-    let config = Config::parse(&text, Path::new("test.toml"), data)?;
-    let sink = RecordingSink::default();
-    Ok((
-        Bot::start(&config, Arc::new(sink.clone()), clock).await?,
-        sink,
-    ))
+    Ok(Config::parse(&text, Path::new("test.toml"), data)?)
 }
 
 /// A SQLite URL for a database file in `dir`.

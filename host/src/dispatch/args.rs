@@ -3,8 +3,9 @@
 //! renders the usage line every error reply ends with.
 
 use super::parse::Words;
-use crate::roles::is_user_id;
+use crate::roles::{is_room, is_user_id};
 use crate::runtime::bindings::{Arg, ArgKind, ArgSpec, CommandSpec, FlagSpec, Value};
+use crate::text::quoted;
 
 /// Checks the words after the command name against `spec`. `room` is the
 /// room the command came from, which `here` stands for.
@@ -14,10 +15,12 @@ pub fn bind(spec: &CommandSpec, mut words: Words<'_>, room: &str) -> Result<Vec<
     let mut filled_repeated = false;
     let mut flags_done = false;
     loop {
-        let mut probe = words.clone();
-        let Some(word) = probe.next() else { break };
-        let word = word?;
-        let is_flag = !flags_done && word.starts_with("--");
+        if words.rest().is_empty() {
+            break;
+        }
+        // Free text takes the rest of the line as typed, before any quote
+        // handling, so `didn't` is not an unclosed quote.
+        let is_flag = !flags_done && words.at_option();
         if !is_flag && let Some(text_arg) = positional.next_if(|a| a.kind == ArgKind::Text) {
             out.push(Arg {
                 name: text_arg.name.clone(),
@@ -25,18 +28,21 @@ pub fn bind(spec: &CommandSpec, mut words: Words<'_>, room: &str) -> Result<Vec<
             });
             break;
         }
-        words = probe;
+        let Some(word) = words.next() else { break };
+        let word = word?;
         if word == "--" && !flags_done {
             flags_done = true;
             continue;
         }
         if is_flag {
-            out.push(bind_flag(spec, &word[2..], &mut words, &out, room)?);
+            let name = word.get(2..).unwrap_or_default();
+            out.push(bind_flag(spec, name, &mut words, &out, room)?);
             continue;
         }
         let Some(spec_arg) = positional.peek().copied() else {
             return Err(format!(
-                "unexpected {word:?}; this command takes no more arguments"
+                "unexpected {}; this command takes no more arguments",
+                quoted(&word)
             ));
         };
         let value =
@@ -76,7 +82,13 @@ fn bind_flag(
         .options
         .iter()
         .find(|f| f.name == name)
-        .ok_or_else(|| format!("unknown option --{name}{}", known_flags(&spec.options)))?;
+        .ok_or_else(|| {
+            format!(
+                "unknown option {}{}",
+                quoted(&format!("--{name}")),
+                known_flags(&spec.options)
+            )
+        })?;
     if !flag.repeated && seen.iter().any(|a| a.name == flag.name) {
         return Err(format!("--{name} is given twice"));
     }
@@ -112,27 +124,34 @@ fn convert(kind: ArgKind, word: &str, room: &str) -> Result<Value, String> {
         ArgKind::Integer => word
             .parse::<i64>()
             .map(Value::Integer)
-            .map_err(|_| format!("{word:?} is not a whole number")),
+            .map_err(|_| format!("{} is not a whole number", quoted(word))),
         ArgKind::User => {
             let id = word.strip_prefix("https://matrix.to/#/").unwrap_or(word);
             if is_user_id(id) {
                 Ok(Value::Text(id.to_owned()))
             } else {
-                Err(format!("{word:?} is not a user; write it as @name:server"))
+                Err(format!(
+                    "{} is not a user; write it as @name:server",
+                    quoted(word)
+                ))
             }
         }
         ArgKind::Room => match word {
             "here" => Ok(Value::Text(room.to_owned())),
-            w if (w.starts_with('#') || w.starts_with('!')) && w.contains(':') => {
-                Ok(Value::Text(w.to_owned()))
-            }
+            w if is_room(w) => Ok(Value::Text(w.to_owned())),
             w => Err(format!(
-                "{w:?} is not a room; write #name:server, !id:server or here"
+                "{} is not a room; write #name:server, !id:server or here",
+                quoted(w)
             )),
         },
         ArgKind::Duration => humantime::parse_duration(word)
             .map(|d| Value::Duration(d.as_secs()))
-            .map_err(|_| format!("{word:?} is not a duration like 90s, 10m, 2h, 3d or 1w")),
+            .map_err(|_| {
+                format!(
+                    "{} is not a duration like 90s, 10m, 2h, 3d or 1w",
+                    quoted(word)
+                )
+            }),
         ArgKind::Time => {
             let ok = chrono::NaiveDate::parse_from_str(word, "%Y-%m-%d").is_ok()
                 || chrono::NaiveDateTime::parse_from_str(word, "%Y-%m-%dT%H:%M").is_ok();
@@ -140,7 +159,8 @@ fn convert(kind: ArgKind, word: &str, room: &str) -> Result<Value, String> {
                 Ok(Value::Text(word.to_owned()))
             } else {
                 Err(format!(
-                    "{word:?} is not a time like 2026-11-22 or 2026-11-22T10:00"
+                    "{} is not a time like 2026-11-22 or 2026-11-22T10:00",
+                    quoted(word)
                 ))
             }
         }
@@ -273,7 +293,7 @@ mod tests {
             ("@bob:x 5", "missing <reason>"),
             (
                 "--loud @bob:x 5 x",
-                "unknown option --loud; known: --every, --quiet",
+                "unknown option `--loud`; known: --every, --quiet",
             ),
             ("--every soon @bob:x 5 x", "not a duration"),
             ("--quiet --quiet @bob:x 5 x", "given twice"),

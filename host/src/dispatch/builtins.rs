@@ -367,9 +367,9 @@ impl Dispatcher {
                     _ => "-".into(),
                 };
                 format!(
-                    "{when} {} `{}` in {} — {plugin}, {} → **{}** ({:.1} ms)",
+                    "{when} {} {} in {} — {plugin}, {} → **{}** ({:.1} ms)",
                     e.actor,
-                    e.command,
+                    crate::text::quoted(&e.command),
                     e.room.as_deref().unwrap_or("-"),
                     e.decision,
                     e.outcome,
@@ -462,7 +462,7 @@ impl Dispatcher {
 fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default();
     match line.char_indices().nth(160) {
-        Some((cut, _)) => format!("{}…", &line[..cut]),
+        Some((cut, _)) => format!("{}…", line.get(..cut).unwrap_or(line)),
         None => line.to_owned(),
     }
 }

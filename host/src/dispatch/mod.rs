@@ -8,15 +8,19 @@
 
 mod args;
 mod builtins;
+#[cfg(test)]
+mod fuzz;
 mod parse;
 mod table;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 pub use args::usage;
 pub use table::{CommandTable, Owner};
 
+use crate::attempt::{Attempts, Call, Ran};
 use crate::chat::Incoming;
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -24,14 +28,9 @@ use crate::directory::Directory;
 use crate::registry::Registry;
 use crate::roles::Held;
 use crate::runtime::bindings::{Arg, CommandError, CommandSpec, Invocation};
-use crate::runtime::{CallState, LoadedPlugin, PluginError, Runtime};
-use crate::store::{AuditRecord, Commit, Db, Decision, OutMessage, Outcome, StoreError, Target};
+use crate::runtime::{CallOutcome, CallState, LoadedPlugin, PluginError, Runtime};
+use crate::store::{AuditRecord, Commit, Db, Decision, OutMessage, Outcome, Target};
 
-/// How many times a call whose reads went stale is re-run before giving up.
-/// Each retry waits a random, growing moment so contenders spread out.
-const CONFLICT_RETRIES: u32 = 32;
-/// After this many conflicts a call queues in its plugin's retry lane.
-const LANE_AFTER: u32 = 2;
 /// Command names have at most this many words (`role grant`).
 const MAX_NAME_WORDS: usize = 4;
 
@@ -56,14 +55,7 @@ pub struct Dispatcher {
     pub(crate) directory: Directory,
     clock: SharedClock,
     pub(crate) config: Arc<Config>,
-    /// Per plugin: calls that already lost two commits to concurrent
-    /// changes retry one at a time, so a hot key cannot starve anyone.
-    /// First attempts never wait here; it is the contention fallback of
-    /// optimistic concurrency, not a lock around plugin calls.
-    /// Set when a commit stored events, so the bot looks for deliveries
-    /// only when there can be some.
-    pub(crate) events_hint: Arc<std::sync::atomic::AtomicBool>,
-    retry_lanes: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    attempts: Arc<Attempts>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -92,6 +84,7 @@ impl Dispatcher {
         runtime: Arc<Runtime>,
         directory: Directory,
         clock: SharedClock,
+        attempts: Arc<Attempts>,
     ) -> Self {
         Self {
             prefix: config.bot.prefix.clone(),
@@ -102,17 +95,8 @@ impl Dispatcher {
             directory,
             clock,
             config,
-            events_hint: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            retry_lanes: std::sync::Mutex::default(),
+            attempts,
         }
-    }
-
-    fn retry_lane(&self, plugin: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut lanes = self
-            .retry_lanes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        lanes.entry(plugin.to_owned()).or_default().clone()
     }
 
     /// Whether `body` is addressed to the bot (prefix or mention), so an
@@ -160,22 +144,25 @@ impl Dispatcher {
             started: Instant::now(),
             table: self.registry.current(),
         };
+        if let Some(reason) = unfit(msg, line) {
+            tracing::info!(event = %crate::text::one_line(&msg.id), "refused a message: {reason}");
+            return self
+                .refuse(&req, None, Decision::NotChecked, Outcome::Error, reason)
+                .await;
+        }
         let mut words = parse::Words::new(line);
-        let head: Vec<String> = match words.clone().take(MAX_NAME_WORDS).collect() {
-            Ok(head) => head,
-            Err(e) => {
-                return self
-                    .refuse(&req, None, Decision::NotChecked, Outcome::Error, e)
-                    .await;
-            }
-        };
+        let head: Vec<String> = words
+            .plain(MAX_NAME_WORDS)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         let Some((entry, used)) = req.table.lookup(&head) else {
             let reply = self.unknown_reply(&req.table, &head);
             return self
                 .refuse(&req, None, Decision::NotChecked, Outcome::Unknown, reply)
                 .await;
         };
-        words.by_ref().take(used).for_each(drop);
+        words.skip_plain(used);
         let spec = entry.spec.clone();
         let owner = entry.owner.clone();
         let held = self.directory.held(&msg.sender).await?;
@@ -228,8 +215,9 @@ impl Dispatcher {
             None => String::new(),
         };
         format!(
-            "unknown command `{}{first}`.{hint} `{}help` lists the commands.",
-            self.prefix, self.prefix
+            "unknown command {}.{hint} `{}help` lists the commands.",
+            crate::text::quoted(&format!("{}{first}", self.prefix)),
+            self.prefix
         )
     }
 
@@ -284,29 +272,17 @@ impl Dispatcher {
     ) -> anyhow::Result<Handled> {
         let detail = (outcome != Outcome::Ok).then(|| reply.clone());
         let commit = Commit::only_audit(
-            Some(req.msg.id.clone()),
+            Some(marker(&req.msg.id)),
             self.audit(req, owner, decision, outcome, detail),
             vec![self.reply(req, reply)],
         );
-        self.finish(commit, outcome).await
+        self.finish(commit).await
     }
 
-    /// Commits an answer that carries no plugin reads. A serialization
-    /// conflict (PostgreSQL under concurrent commits) is retried: the same
-    /// commit is still right, since nothing it contains was read optimistically.
-    async fn finish(&self, commit: Commit, outcome: Outcome) -> anyhow::Result<Handled> {
-        let mut attempt = 0;
-        loop {
-            match self.db.commit(&commit).await {
-                Ok(()) => return Ok(Handled::Answered(outcome)),
-                Err(StoreError::Duplicate(_)) => return Ok(Handled::Duplicate),
-                Err(StoreError::Conflict) if attempt + 1 < CONFLICT_RETRIES => {
-                    attempt += 1;
-                    tokio::time::sleep(backoff(attempt, &commit.audit.command)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+    /// Commits an answer that carries no plugin reads.
+    async fn finish(&self, commit: Commit) -> anyhow::Result<Handled> {
+        let ran = self.attempts.settle(&commit, &commit.audit.command).await?;
+        Ok(handled(ran))
     }
 
     async fn run_builtin(
@@ -327,12 +303,12 @@ impl Dispatcher {
             }
             Ok(out) => {
                 let mut commit = Commit::only_audit(
-                    Some(req.msg.id.clone()),
+                    Some(marker(&req.msg.id)),
                     self.audit(req, Some(&owner), Decision::Allowed, Outcome::Ok, None),
                     vec![self.reply(req, out.reply)],
                 );
                 commit.roles = out.roles;
-                self.finish(commit, Outcome::Ok).await
+                self.finish(commit).await
             }
         }
     }
@@ -358,101 +334,24 @@ impl Dispatcher {
                 .refuse(req, Some(&owner), Decision::Allowed, Outcome::Error, reply)
                 .await;
         }
-        let mut lane = None;
-        for attempt in 0..CONFLICT_RETRIES {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt, &req.msg.id)).await;
+        let call = CommandCall {
+            dispatcher: self,
+            req,
+            plugin,
+            owner: owner.clone(),
+            spec,
+            held,
+            args,
+        };
+        let reply = match self.attempts.run(plugin, &req.msg.id, &call).await? {
+            ran @ (Ran::Committed(_) | Ran::Duplicate) => return Ok(handled(ran)),
+            Ran::NotNow(e) => format!("`{}{}`: {e}", self.prefix, spec.name),
+            Ran::Contended => {
+                "too many changes to the same data at once; please try again".to_owned()
             }
-            if attempt == LANE_AFTER {
-                lane = Some(self.retry_lane(&plugin.name).lock_owned().await);
-            }
-            let invocation = Invocation {
-                message_id: req.msg.id.clone(),
-                sender: req.msg.sender.clone(),
-                room: req.msg.room.clone(),
-                roles: held.to_vec(),
-                now_ms: self.clock.now_ms(),
-            };
-            let outcome = self
-                .runtime
-                .command(plugin, invocation, spec.name.clone(), args.clone())
-                .await;
-            let mut fault = None;
-            let (reply, outcome_kind, detail) = match outcome.result {
-                Ok(Ok(reply)) => {
-                    plugin.health.succeeded();
-                    let commit = self.effects_commit(req, &owner, reply, outcome.state);
-                    match self.db.commit(&commit).await {
-                        Ok(()) => {
-                            if !commit.events.is_empty() {
-                                self.events_hint
-                                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                            }
-                            return Ok(Handled::Answered(Outcome::Ok));
-                        }
-                        Err(StoreError::Conflict) => continue,
-                        Err(StoreError::Duplicate(_)) => return Ok(Handled::Duplicate),
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Ok(Err(e)) => {
-                    plugin.health.succeeded();
-                    match e {
-                        CommandError::Usage(m) => (
-                            format!("{m}\nusage: `{}`", usage(&self.prefix, spec)),
-                            Outcome::Error,
-                            None,
-                        ),
-                        CommandError::Denied(m) => (m, Outcome::Denied, None),
-                        CommandError::Failed(m) => (m, Outcome::Error, None),
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(plugin = %plugin.name, command = %req.line, "plugin call failed: {e:#}");
-                    let kind = outcome_of(&e);
-                    if !matches!(e, PluginError::Busy) {
-                        fault = Some(match &e {
-                            PluginError::Trap { cause, .. } => format!("crashed ({cause})"),
-                            other => other.to_string(),
-                        });
-                    }
-                    let chat = format!("`{}{}` failed: {}", self.prefix, spec.name, chat_text(&e));
-                    (chat, kind, Some(detail_of(&e)))
-                }
-            };
-            let detail = detail.or_else(|| Some(reply.clone()));
-            let mut messages = vec![self.reply(req, reply)];
-            if let Some(cause) = &fault
-                && plugin.health.failed(self.config.runtime.quarantine_after)
-            {
-                messages.extend(self.quarantine_notice(plugin, cause));
-            }
-            let commit = Commit::only_audit(
-                Some(req.msg.id.clone()),
-                self.audit(req, Some(&owner), Decision::Allowed, outcome_kind, detail),
-                messages,
-            );
-            return self.finish(commit, outcome_kind).await;
-        }
-        drop(lane);
-        let reply = "too many changes to the same data at once; please try again".to_owned();
+        };
         self.refuse(req, Some(&owner), Decision::Allowed, Outcome::Error, reply)
             .await
-    }
-
-    /// Direct messages telling every admin (from the config) that a plugin
-    /// was quarantined, why, and how to lift it.
-    fn quarantine_notice(&self, plugin: &LoadedPlugin, last_error: &str) -> Vec<OutMessage> {
-        tracing::error!(plugin = %plugin.name, "quarantined after {} failures in a row: {last_error}", plugin.health.failures());
-        let body = format!(
-            "plugin {} {} is quarantined after {} failures in a row; the last: {last_error}. `{}plugin reload {}` lifts it.",
-            plugin.name,
-            plugin.info.version,
-            plugin.health.failures(),
-            self.prefix,
-            plugin.name
-        );
-        OutMessage::direct_to_each(self.config.admins(), &body)
     }
 
     fn effects_commit(
@@ -466,27 +365,134 @@ impl Dispatcher {
         messages.extend(state.messages);
         let events = req.table.new_events(state.events, &state.plugin, 0);
         Commit {
-            processed: Some(req.msg.id.clone()),
-            audit: self.audit(req, Some(owner), Decision::Allowed, Outcome::Ok, None),
             kv: Some(state.kv),
-            messages,
             events,
-            roles: Vec::new(),
-            delivery: None,
             schedules: state.schedules,
-            fired: None,
+            ..Commit::only_audit(
+                Some(marker(&req.msg.id)),
+                self.audit(req, Some(owner), Decision::Allowed, Outcome::Ok, None),
+                messages,
+            )
         }
     }
 }
 
-/// A jittered, exponentially growing pause before retry `attempt` (at
-/// most ~64 ms), different for each message so contenders do not collide
-/// again in lockstep.
-fn backoff(attempt: u32, salt: &str) -> std::time::Duration {
-    use std::hash::{BuildHasher, RandomState};
-    let ceiling_us = 500u64 << attempt.min(6);
-    let jitter = RandomState::new().hash_one((salt, attempt)) % ceiling_us;
-    std::time::Duration::from_micros(ceiling_us / 2 + jitter / 2)
+/// A plugin command, for [`Attempts::run`].
+struct CommandCall<'a> {
+    dispatcher: &'a Dispatcher,
+    req: &'a Request<'a>,
+    plugin: &'a Arc<LoadedPlugin>,
+    owner: Owner,
+    spec: &'a CommandSpec,
+    held: &'a Held,
+    args: Vec<Arg>,
+}
+
+impl Call for CommandCall<'_> {
+    type Value = Result<String, CommandError>;
+
+    fn run(&self) -> impl Future<Output = CallOutcome<Self::Value>> + Send {
+        let d = self.dispatcher;
+        let invocation = Invocation {
+            message_id: self.req.msg.id.clone(),
+            sender: self.req.msg.sender.clone(),
+            room: self.req.msg.room.clone(),
+            roles: self.held.to_vec(),
+            now_ms: d.clock.now_ms(),
+        };
+        d.runtime.command(
+            self.plugin,
+            invocation,
+            self.spec.name.clone(),
+            self.args.clone(),
+        )
+    }
+
+    fn returned(&self, value: Self::Value, state: CallState) -> Commit {
+        let d = self.dispatcher;
+        let (reply, outcome) = match value {
+            Ok(reply) => return d.effects_commit(self.req, &self.owner, reply, state),
+            Err(CommandError::Usage(m)) => (
+                format!("{m}\nusage: `{}`", usage(&d.prefix, self.spec)),
+                Outcome::Error,
+            ),
+            Err(CommandError::Denied(m)) => (m, Outcome::Denied),
+            Err(CommandError::Failed(m)) => (m, Outcome::Error),
+        };
+        let audit = d.audit(
+            self.req,
+            Some(&self.owner),
+            Decision::Allowed,
+            outcome,
+            Some(reply.clone()),
+        );
+        Commit::only_audit(
+            Some(marker(&self.req.msg.id)),
+            audit,
+            vec![d.reply(self.req, reply)],
+        )
+    }
+
+    fn failed(&self, e: &PluginError, notices: Vec<OutMessage>) -> Commit {
+        let d = self.dispatcher;
+        let chat = format!("`{}{}` failed: {}", d.prefix, self.spec.name, chat_text(e));
+        let mut messages = vec![d.reply(self.req, chat)];
+        messages.extend(notices);
+        let audit = d.audit(
+            self.req,
+            Some(&self.owner),
+            Decision::Allowed,
+            outcome_of(e),
+            Some(detail_of(e)),
+        );
+        Commit::only_audit(Some(marker(&self.req.msg.id)), audit, messages)
+    }
+}
+
+/// Why a message cannot be taken as it came, checked before anything
+/// reads it: a control character or a paste too long, or a sender or room
+/// id outside the Matrix grammar (only a broken or hostile server sends
+/// those).
+fn unfit(msg: &Incoming, line: &str) -> Option<String> {
+    if let Some(reason) = crate::text::refusal(line) {
+        return Some(reason);
+    }
+    if !crate::roles::is_user_id(&msg.sender) {
+        return Some(
+            "I cannot take commands from this account: its user id is not a valid Matrix user id."
+                .into(),
+        );
+    }
+    if !crate::roles::is_room(&msg.room) {
+        return Some(
+            "I cannot take commands in this room: its id is not a valid Matrix room id.".into(),
+        );
+    }
+    None
+}
+
+/// What a message's commit means to the adapter.
+fn handled(ran: Ran) -> Handled {
+    match ran {
+        Ran::Committed(outcome) => Handled::Answered(outcome),
+        Ran::Duplicate => Handled::Duplicate,
+        // A refusal carries no optimistic reads, so only a database that
+        // keeps failing serialization gets here; say it was answered
+        // rather than loop.
+        Ran::NotNow(_) | Ran::Contended => Handled::Answered(Outcome::Error),
+    }
+}
+
+/// The processed-message marker of a message id: the id itself, or its
+/// digest when a hostile server made it too long or odd to index.
+pub fn marker(id: &str) -> String {
+    if crate::text::is_id(id) {
+        return id.to_owned();
+    }
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// What chat is told about a failed call: short, and nothing from inside
@@ -503,7 +509,7 @@ pub fn chat_text(e: &PluginError) -> String {
 pub fn outcome_of(e: &PluginError) -> Outcome {
     match e {
         PluginError::Timeout(_) => Outcome::Timeout,
-        PluginError::Busy => Outcome::Error,
+        PluginError::Busy | PluginError::Unavailable(_) => Outcome::Error,
         PluginError::Trap { .. } | PluginError::OutOfMemory { .. } => Outcome::Trap,
     }
 }

@@ -16,7 +16,8 @@ pub fn recognise<'a>(body: &'a str, prefix: &str, bot_user: &str) -> Option<&'a 
             let lower = body.get(..localpart.len())?;
             lower
                 .eq_ignore_ascii_case(localpart)
-                .then(|| &body[localpart.len()..])
+                .then(|| body.get(localpart.len()..))
+                .flatten()
         })?;
         let after = after.strip_prefix([':', ',']).unwrap_or(after);
         // "ikkyuX" is not a mention of "ikkyu": a separator must follow.
@@ -50,16 +51,56 @@ impl<'a> Words<'a> {
 
     /// The rest of the line, unsplit, without leading spaces.
     pub fn rest(&self) -> &'a str {
-        self.line[self.pos..].trim()
+        self.line.get(self.pos..).unwrap_or_default().trim()
     }
 
-    /// The rest as one value: a single quoted word loses its quotes
-    /// (`"fixed the build"`), anything else is kept as typed.
+    /// Whether the rest of the line, as typed, starts with `--`: an option
+    /// and not free text.
+    pub fn at_option(&self) -> bool {
+        self.rest().starts_with("--")
+    }
+
+    /// The rest as one value, exactly as typed (apostrophes, JSON, quotes
+    /// inside), except that one pair of quotes around the whole of it is
+    /// removed (`"fixed the build"`).
     pub fn rest_as_text(&self) -> String {
-        let mut probe = self.clone();
-        match (probe.next(), probe.next()) {
-            (Some(Ok(only)), None) => only,
-            _ => self.rest().to_owned(),
+        let rest = self.rest();
+        for q in ['"', '\'', '\u{201c}'] {
+            let close = if q == '\u{201c}' { '\u{201d}' } else { q };
+            if let Some(inner) = rest.strip_prefix(q).and_then(|r| r.strip_suffix(close))
+                && !inner.contains(q)
+                && !inner.contains(close)
+            {
+                return inner.to_owned();
+            }
+        }
+        rest.to_owned()
+    }
+
+    /// The next `n` words split only at whitespace, with no quote handling:
+    /// what is scanned to find a command's name, which never has quotes, so
+    /// an apostrophe in the free text after it (`didn't`) is no error.
+    pub fn plain(&self, n: usize) -> Vec<&'a str> {
+        self.line
+            .get(self.pos..)
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(n)
+            .collect()
+    }
+
+    /// Skips the next `n` words as [`Words::plain`] splits them.
+    pub fn skip_plain(&mut self, n: usize) {
+        for _ in 0..n {
+            let rest = self.line.get(self.pos..).unwrap_or_default();
+            let start = rest.len() - rest.trim_start().len();
+            let word = rest
+                .get(start..)
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .unwrap_or_default();
+            self.pos += start + word.len();
         }
     }
 }
@@ -69,10 +110,10 @@ impl Iterator for Words<'_> {
 
     /// The next word; an unclosed quote is an error the user must fix.
     fn next(&mut self) -> Option<Self::Item> {
-        let rest = &self.line[self.pos..];
+        let rest = self.line.get(self.pos..)?;
         let skipped = rest.len() - rest.trim_start().len();
         self.pos += skipped;
-        let mut chars = self.line[self.pos..].char_indices().peekable();
+        let mut chars = self.line.get(self.pos..)?.char_indices().peekable();
         chars.peek()?;
         let mut text = String::new();
         let mut end = self.line.len() - self.pos;
@@ -155,5 +196,22 @@ mod tests {
         let mut w = Words::new(r#"give "fixed the build" "#);
         w.next();
         assert_eq!(w.rest_as_text(), "fixed the build");
+    }
+
+    #[test]
+    fn apostrophes_in_free_text_are_kept() {
+        for text in [
+            "didn't break prod this time",
+            "Ann's and Bob's",
+            "Release train's leaving at 15:00",
+            r#"say "hi" to 'them'"#,
+            "Релиз в 15:00, 发布 🚀",
+        ] {
+            let line = format!("points give @b:x 2 {text}");
+            let mut w = Words::new(&line);
+            assert_eq!(w.plain(4), vec!["points", "give", "@b:x", "2"]);
+            w.skip_plain(4);
+            assert_eq!(w.rest_as_text(), text);
+        }
     }
 }

@@ -102,7 +102,12 @@ impl CommandTable {
     pub fn subcommands(&self, first: &str) -> Vec<&Entry> {
         self.entries
             .iter()
-            .filter(|e| e.words.len() > 1 && e.words[0].eq_ignore_ascii_case(first))
+            .filter(|e| {
+                e.words.len() > 1
+                    && e.words
+                        .first()
+                        .is_some_and(|w| w.eq_ignore_ascii_case(first))
+            })
             .collect()
     }
 

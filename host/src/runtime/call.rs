@@ -7,6 +7,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt as _;
 use wasmtime::Store;
 
 use super::bindings::{Arg, CommandError, Firing, Invocation, Plugin, PluginInfo, PluginPre};
@@ -56,14 +59,31 @@ impl Runtime {
                 state: store.into_data(),
             };
         };
-        let result = match tokio::time::timeout(self.timeout, call(&mut store)).await {
+        // A panic in a host function (a host bug some input reached) ends
+        // this call as a crash, never the process: the backstop behind
+        // checking input before the work.
+        let guarded = AssertUnwindSafe(call(&mut store)).catch_unwind();
+        let result = match tokio::time::timeout(self.timeout, guarded).await {
             Err(_) => Err(PluginError::Timeout(self.timeout)),
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if store.data().limits.hit_memory_limit => Err(PluginError::OutOfMemory {
-                limit_mb: self.memory_bytes >> 20,
-                detail: format!("{e:#}"),
-            }),
-            Ok(Err(e)) => Err(PluginError::Trap {
+            Ok(Err(panic)) => {
+                let what = panic_text(&panic);
+                tracing::error!(plugin = %store.data().plugin, "a host function panicked: {what}");
+                Err(PluginError::Trap {
+                    cause: "a host function failed".into(),
+                    detail: format!("host panic: {what}"),
+                })
+            }
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(e))) if e.chain().any(crate::store::is_unavailable) => {
+                Err(PluginError::Unavailable(format!("{e:#}")))
+            }
+            Ok(Ok(Err(e))) if store.data().limits.hit_memory_limit => {
+                Err(PluginError::OutOfMemory {
+                    limit_mb: self.memory_bytes >> 20,
+                    detail: format!("{e:#}"),
+                })
+            }
+            Ok(Ok(Err(e))) => Err(PluginError::Trap {
                 cause: e.root_cause().to_string(),
                 detail: format!("{e:#}"),
             }),
@@ -179,4 +199,13 @@ impl Runtime {
         })
         .await
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }

@@ -59,6 +59,18 @@ pub enum PluginError {
     /// Every call slot is taken; not the plugin's fault.
     #[error("too many commands are running; try again in a moment")]
     Busy,
+    /// A host call needed the database and it could not be reached; not
+    /// the plugin's fault, and the call can be made again later.
+    #[error("the database is unavailable, try again in a moment")]
+    Unavailable(String),
+}
+
+impl PluginError {
+    /// Whether the plugin is to blame, so the failure counts toward its
+    /// quarantine: not when the host was busy or its database away.
+    pub fn is_plugin_fault(&self) -> bool {
+        !matches!(self, PluginError::Busy | PluginError::Unavailable(_))
+    }
 }
 
 /// The engine, the linker and the limits every call runs under.

@@ -27,6 +27,12 @@ pub fn parse(when: &WitWhen) -> Result<When, WhenError> {
     }
 }
 
+/// Whether `id` can name a schedule: 1 to [`MAX_ID`] bytes, no spaces or
+/// control characters.
+pub fn is_schedule_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID && !id.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 /// A plugin's schedule as a row due at its first run after `now_ms`.
 pub fn row(
     plugin: &str,
@@ -34,7 +40,7 @@ pub fn row(
     declared: bool,
     now_ms: i64,
 ) -> Result<ScheduleRow, WhenError> {
-    if spec.id.is_empty() || spec.id.len() > MAX_ID || spec.id.chars().any(char::is_whitespace) {
+    if !is_schedule_id(&spec.id) {
         return Err(WhenError(format!(
             "schedule id {:?} must be 1 to {MAX_ID} characters without spaces",
             spec.id

@@ -13,21 +13,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use crate::attempt::{Attempts, Call, Ran};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::dispatch::{chat_text, detail_of, outcome_of};
 use crate::registry::Registry;
 use crate::runtime::bindings::Firing;
-use crate::runtime::{LoadedPlugin, PluginError, Runtime};
+use crate::runtime::{CallOutcome, CallState, LoadedPlugin, PluginError, Runtime};
 use crate::store::{
     AuditRecord, Commit, Db, Decision, Fired, LastRun, OutMessage, Outcome, ScheduleChange,
-    ScheduleRow, StoreError,
+    ScheduleRow,
 };
 
 use super::when::show;
-
-/// Attempts at committing one run when concurrent writers conflict.
-const COMMIT_ATTEMPTS: usize = 5;
 
 /// What one pass did, and when the next is needed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -51,6 +49,7 @@ pub struct Scheduler {
     registry: Arc<Registry>,
     clock: SharedClock,
     config: Arc<Config>,
+    attempts: Arc<Attempts>,
     /// The loaded plugin whose declared schedules were last written, by
     /// name (its address: a reload makes a new one).
     synced: Mutex<HashMap<String, usize>>,
@@ -70,6 +69,7 @@ impl Scheduler {
         registry: Arc<Registry>,
         clock: SharedClock,
         config: Arc<Config>,
+        attempts: Arc<Attempts>,
     ) -> Self {
         Self {
             db,
@@ -77,6 +77,7 @@ impl Scheduler {
             registry,
             clock,
             config,
+            attempts,
             synced: Mutex::new(HashMap::new()),
         }
     }
@@ -96,19 +97,27 @@ impl Scheduler {
             else {
                 continue;
             };
-            self.fire(&row, plugin, &table, &mut pass).await?;
+            // One run's trouble is that run's: the others still fire. Only
+            // a database that is away ends the pass (it is tried again).
+            if let Err(e) = self.fire(&row, plugin, &table, &mut pass).await {
+                if e.chain().any(crate::store::is_unavailable) {
+                    return Err(e);
+                }
+                pass.failed += 1;
+                tracing::error!(plugin = %row.plugin, id = %crate::text::one_line(&row.id), "scheduled run could not be recorded: {e:#}");
+            }
         }
         pass.next_due_ms = self
             .db
-            .schedules_all()
+            .schedules_next_by_plugin()
             .await?
-            .iter()
-            .filter(|r| {
+            .into_iter()
+            .filter(|(plugin, _)| {
                 table
-                    .plugin(&r.plugin)
+                    .plugin(plugin)
                     .is_some_and(|p| !p.health.is_quarantined())
             })
-            .filter_map(|r| r.next_fire_ms)
+            .map(|(_, next)| next)
             .min();
         Ok(pass)
     }
@@ -241,92 +250,37 @@ impl Scheduler {
             };
             return Ok(self.db.commit_once(&commit).await?);
         };
-        for _ in 0..COMMIT_ATTEMPTS {
-            let firing = Firing {
-                id: row.id.clone(),
-                payload_json: row.payload.clone(),
-                due_ms: due,
-                now_ms: self.clock.now_ms(),
-            };
-            let out = self.runtime.schedule(plugin, firing).await;
-            let commit = match out.result {
-                Err(PluginError::Busy) => {
-                    pass.busy += 1;
-                    return Ok(());
-                }
-                Ok(Ok(())) => {
-                    plugin.health.succeeded();
-                    let state = out.state;
-                    Commit {
-                        processed: None,
-                        audit: self.audit(&run, Outcome::Ok, None),
-                        kv: Some(state.kv),
-                        messages: state.messages,
-                        events: table.new_events(state.events, &plugin.name, 0),
-                        roles: Vec::new(),
-                        delivery: None,
-                        schedules: state.schedules,
-                        fired: Some(run.fired(next, due, "ok", None)),
-                    }
-                }
-                Ok(Err(message)) => {
-                    pass.failed += 1;
-                    return self
-                        .commit_failure(
-                            &run,
-                            next.map(|n| (n, due)),
-                            Outcome::Error,
-                            message,
-                            when.zone(),
-                        )
-                        .await;
-                }
-                Err(e) => {
-                    pass.failed += 1;
-                    tracing::warn!(plugin = %plugin.name, id = %row.id, "scheduled run failed: {}", detail_of(&e));
-                    if plugin.health.failed(self.config.runtime.quarantine_after) {
-                        tracing::error!(plugin = %plugin.name, "quarantined after {} failures in a row", plugin.health.failures());
-                    }
-                    let detail = format!("{}; {}", chat_text(&e), detail_of(&e));
-                    return self
-                        .commit_failure(
-                            &run,
-                            next.map(|n| (n, due)),
-                            outcome_of(&e),
-                            detail,
-                            when.zone(),
-                        )
-                        .await;
-                }
-            };
-            match self.db.commit(&commit).await {
-                Ok(()) => {
-                    pass.fired += 1;
-                    return Ok(());
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(StoreError::Duplicate(what)) => {
-                    tracing::info!("{what} was already run");
-                    return Ok(());
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let call = RunCall {
+            scheduler: self,
+            run: &run,
+            table,
+            due,
+            next,
+            zone: when.zone(),
+        };
+        let salt = format!("{}/{}", row.plugin, row.id);
+        match self.attempts.run(plugin, &salt, &call).await? {
+            Ran::Committed(Outcome::Ok) => pass.fired += 1,
+            Ran::Committed(_) => pass.failed += 1,
+            Ran::Duplicate => tracing::info!("{salt} was already run"),
+            // The run stays due and is tried again in a moment, within
+            // the grace: nothing about it was the plugin's fault.
+            Ran::NotNow(_) | Ran::Contended => pass.busy += 1,
         }
-        tracing::warn!(plugin = %plugin.name, id = %row.id, "kept conflicting with other writers; will try again");
         Ok(())
     }
 
-    /// Records a failed run, moves the schedule on (`next` with the run's
-    /// due time, or none to remove it) and tells the admins, with times in
-    /// `zone`.
-    async fn commit_failure(
+    /// The commit of a failed run: recorded, the schedule moved on (`next`
+    /// with the run's due time, or none to remove it) and the admins told,
+    /// with times in `zone`.
+    fn failure(
         &self,
         run: &Run<'_>,
         next: Option<(i64, i64)>,
         outcome: Outcome,
         detail: String,
         zone: chrono_tz::Tz,
-    ) -> anyhow::Result<()> {
+    ) -> Commit {
         let (next_ms, due) = next.map_or((None, run.expected), |(n, d)| (Some(n), d));
         let body = format!(
             "scheduled run **{}/{}** (due {}) failed: {}{}",
@@ -340,10 +294,23 @@ impl Scheduler {
             }
         );
         let messages = OutMessage::direct_to_each(self.config.admins(), &body);
-        let commit = Commit {
+        Commit {
             fired: Some(run.fired(next_ms, due, outcome.as_str(), Some(detail.clone()))),
             ..Commit::only_audit(None, self.audit(run, outcome, Some(detail)), messages)
-        };
+        }
+    }
+
+    /// Records a failed run that never reached the plugin; see
+    /// [`Scheduler::failure`].
+    async fn commit_failure(
+        &self,
+        run: &Run<'_>,
+        next: Option<(i64, i64)>,
+        outcome: Outcome,
+        detail: String,
+        zone: chrono_tz::Tz,
+    ) -> anyhow::Result<()> {
+        let commit = self.failure(run, next, outcome, detail, zone);
         Ok(self.db.commit_once(&commit).await?)
     }
 
@@ -392,5 +359,58 @@ impl Run<'_> {
                 detail,
             },
         }
+    }
+}
+
+/// One scheduled run, for [`Attempts::run`].
+struct RunCall<'a> {
+    scheduler: &'a Scheduler,
+    run: &'a Run<'a>,
+    table: &'a crate::dispatch::CommandTable,
+    /// The due time the plugin is told.
+    due: i64,
+    /// Where the schedule goes afterwards.
+    next: Option<i64>,
+    zone: chrono_tz::Tz,
+}
+
+impl Call for RunCall<'_> {
+    type Value = Result<(), String>;
+
+    fn run(&self) -> impl std::future::Future<Output = CallOutcome<Self::Value>> + Send {
+        let firing = Firing {
+            id: self.run.row.id.clone(),
+            payload_json: self.run.row.payload.clone(),
+            due_ms: self.due,
+            now_ms: self.scheduler.clock.now_ms(),
+        };
+        self.scheduler.runtime.schedule(self.run.plugin, firing)
+    }
+
+    fn returned(&self, value: Self::Value, state: CallState) -> Commit {
+        let s = self.scheduler;
+        if let Err(message) = value {
+            let next = self.next.map(|n| (n, self.due));
+            return s.failure(self.run, next, Outcome::Error, message, self.zone);
+        }
+        Commit {
+            kv: Some(state.kv),
+            events: self
+                .table
+                .new_events(state.events, &self.run.plugin.name, 0),
+            schedules: state.schedules,
+            fired: Some(self.run.fired(self.next, self.due, "ok", None)),
+            ..Commit::only_audit(None, s.audit(self.run, Outcome::Ok, None), state.messages)
+        }
+    }
+
+    fn failed(&self, e: &PluginError, notices: Vec<OutMessage>) -> Commit {
+        let detail = format!("{}; {}", chat_text(e), detail_of(e));
+        let next = self.next.map(|n| (n, self.due));
+        let mut commit = self
+            .scheduler
+            .failure(self.run, next, outcome_of(e), detail, self.zone);
+        commit.messages.extend(notices);
+        commit
     }
 }

@@ -7,7 +7,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// A checked schedule time.
@@ -43,6 +43,11 @@ const MAX_CANDIDATES: usize = 100_000;
 /// before the local reading of the instant searched from.
 const FOLD: Duration = Duration::hours(3);
 
+/// Longest zone name and cron expression looked at: checked before any
+/// work, so a plugin cannot make the host parse megabytes.
+const MAX_ZONE: usize = 64;
+const MAX_EXPRESSION: usize = 256;
+
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 const USAGE: &str = "write five fields, minute hour day-of-month month day-of-week, \
                      e.g. \"0 10 * * mon\" (every Monday at 10:00) or \"*/15 9-18 * * 1-5\"";
@@ -50,6 +55,11 @@ const USAGE: &str = "write five fields, minute hour day-of-month month day-of-we
 impl Cron {
     /// Parses a crontab line (five fields) and an IANA zone name.
     pub fn parse(expression: &str, zone: &str) -> Result<Self, WhenError> {
+        if expression.len() > MAX_EXPRESSION {
+            return Err(WhenError(format!(
+                "a cron expression is at most {MAX_EXPRESSION} bytes; {USAGE}"
+            )));
+        }
         let zone = parse_zone(zone)?;
         let fields: Vec<&str> = expression.split_whitespace().collect();
         let [minute, hour, dom, month, dow] = fields[..] else {
@@ -86,10 +96,15 @@ impl Cron {
 
     /// The first run strictly after `after_ms`.
     pub fn next_after(&self, after_ms: i64) -> Option<i64> {
+        // Times chrono cannot hold (a plugin may ask about any i64) have
+        // no next run; nothing here may panic on them.
         let after = DateTime::<Utc>::from_timestamp_millis(after_ms)?;
         // Walk the wall-clock matches (a naive local time stands in for
         // UTC), mapping each to the instant it means in the zone.
-        let local = after.with_timezone(&self.zone).naive_local() - FOLD;
+        let local = after
+            .naive_utc()
+            .checked_add_offset(self.zone.offset_from_utc_datetime(&after.naive_utc()).fix())?
+            .checked_sub_signed(FOLD)?;
         let start = Utc.from_utc_datetime(&local);
         self.schedule
             .after(&start)
@@ -150,6 +165,11 @@ impl When {
 
 /// An IANA zone by name, with a hint when it is not one.
 pub fn parse_zone(zone: &str) -> Result<Tz, WhenError> {
+    if zone.len() > MAX_ZONE {
+        return Err(WhenError(format!(
+            "a time zone name is at most {MAX_ZONE} bytes, like \"Europe/Moscow\" or \"Asia/Shanghai\""
+        )));
+    }
     Tz::from_str(zone).map_err(|_| {
         let hint = chrono_tz::TZ_VARIANTS
             .iter()
@@ -190,7 +210,7 @@ fn instant(zone: &Tz, wall: NaiveDateTime) -> i64 {
     // ends (gaps are whole minutes in every zone in use).
     (1..=24 * 60)
         .find_map(|m| {
-            zone.from_local_datetime(&(wall + Duration::minutes(m)))
+            zone.from_local_datetime(&wall.checked_add_signed(Duration::minutes(m))?)
                 .earliest()
         })
         .map_or_else(
@@ -238,7 +258,9 @@ fn days_of_week(field: &str) -> Result<String, WhenError> {
             return Err(bad("a range must go from the earlier day to the later"));
         }
         for d in (first..=last).step_by(step) {
-            days[d % 7] = true;
+            if let Some(day) = days.get_mut(d % 7) {
+                *day = true;
+            }
         }
     }
     if days.iter().all(|d| *d) {
@@ -258,9 +280,11 @@ fn day(text: &str) -> Option<usize> {
     if let Ok(n) = text.parse::<usize>() {
         return (n <= 7).then_some(n);
     }
+    // By characters, not bytes: `mié` and `пн` are not days here, and
+    // must not cut a character in two.
     let lower = text.to_ascii_lowercase();
-    DAYS.iter()
-        .position(|d| lower.len() >= 3 && d.starts_with(&lower[..3]))
+    let first3 = lower.get(..3).filter(|p| p.chars().count() == 3)?;
+    DAYS.iter().position(|d| *d == first3)
 }
 
 #[cfg(test)]
@@ -363,6 +387,27 @@ mod tests {
             Some(ms(Tz::UTC, 2026, 11, 22, 12, 30))
         );
         assert_eq!(c.last_in(now - 60_000, now), None);
+    }
+
+    #[test]
+    fn non_ascii_days_and_extreme_times_are_errors_not_panics() {
+        for dow in ["mié", "пн", "日", "mo\u{301}n", "🚀🚀🚀"] {
+            let err = Cron::parse(&format!("0 9 * * {dow}"), "UTC").expect_err(dow);
+            assert!(err.0.contains("unknown day"), "{dow}: {err}");
+        }
+        let c = Cron::parse("* * * * *", "Pacific/Kiritimati").expect("parses");
+        for ms in [
+            i64::MIN,
+            i64::MIN + 1,
+            -8_334_632_851_200_001,
+            i64::MAX,
+            i64::MAX - 1,
+        ] {
+            let _ = c.next_after(ms);
+            let _ = c.last_in(ms, ms.saturating_add(120_000));
+        }
+        assert!(parse_zone(&"Europe/".repeat(100_000)).is_err());
+        assert!(Cron::parse(&"* ".repeat(100_000), "UTC").is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use sqlx::Row;
 
 use super::{Db, StoreError};
+use crate::text::{MAX_AUDIT_FIELD, MAX_ID, storable};
 
 /// Whether the caller was allowed to run the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +124,13 @@ pub struct AuditEntry {
     pub duration_us: i64,
 }
 
+/// The store's backstop: whatever callers put in a record (chat text, a
+/// plugin's error), the row fits a TEXT column on both backends, so the
+/// audit row of a failure can always be written.
+fn fit(s: &str, max: usize) -> String {
+    storable(s, max).into_owned()
+}
+
 pub(super) async fn insert(
     tx: &mut sqlx::AnyConnection,
     r: &AuditRecord,
@@ -133,14 +141,14 @@ pub(super) async fn insert(
     )
     .bind(r.at_ms)
     .bind(r.kind)
-    .bind(&r.actor)
-    .bind(&r.room)
-    .bind(&r.command)
-    .bind(&r.plugin)
-    .bind(&r.plugin_version)
+    .bind(fit(&r.actor, MAX_ID))
+    .bind(r.room.as_deref().map(|v| fit(v, MAX_ID)))
+    .bind(fit(&r.command, MAX_AUDIT_FIELD))
+    .bind(r.plugin.as_deref().map(|v| fit(v, MAX_ID)))
+    .bind(r.plugin_version.as_deref().map(|v| fit(v, MAX_ID)))
     .bind(r.decision.as_str())
     .bind(r.outcome.as_str())
-    .bind(&r.detail)
+    .bind(r.detail.as_deref().map(|v| fit(v, MAX_AUDIT_FIELD)))
     .bind(r.duration_us)
     .execute(tx)
     .await?;

@@ -70,6 +70,8 @@ pub enum DeliveryUpdate {
         error: String,
         /// Stop retrying.
         give_up: bool,
+        /// When to try again, if not given up.
+        retry_at_ms: Option<i64>,
     },
 }
 
@@ -118,6 +120,68 @@ impl Commit {
     }
 }
 
+impl Commit {
+    /// What is left of `self` when the database refused it for what is in
+    /// it (`why`): the processed marker, the schedule's move and the
+    /// delivery's end still commit, with an audit row saying so and a
+    /// plain reply to the command, so the message or run is done once and
+    /// nothing replays it forever.
+    pub fn minimal(&self, why: &str) -> Self {
+        let reply = self
+            .messages
+            .iter()
+            .find(|m| m.reply_to.is_some())
+            .map(|m| OutMessage {
+                body: "I could not store what this command did, so it changed nothing;                        the details are in the audit log."
+                    .into(),
+                ..m.clone()
+            });
+        let detail =
+            format!("the database refused what this did, so only this record was kept: {why}");
+        Self {
+            processed: self.processed.clone(),
+            audit: AuditRecord {
+                outcome: super::Outcome::Error,
+                detail: Some(detail.clone()),
+                ..self.audit.clone()
+            },
+            kv: None,
+            messages: reply.into_iter().collect(),
+            events: Vec::new(),
+            roles: Vec::new(),
+            delivery: self.delivery.as_ref().map(|d| match d {
+                DeliveryUpdate::Done {
+                    event_id,
+                    plugin,
+                    attempts,
+                }
+                | DeliveryUpdate::Failed {
+                    event_id,
+                    plugin,
+                    attempts,
+                    ..
+                } => DeliveryUpdate::Failed {
+                    event_id: *event_id,
+                    plugin: plugin.clone(),
+                    attempts: *attempts,
+                    error: detail.clone(),
+                    give_up: true,
+                    retry_at_ms: None,
+                },
+            }),
+            schedules: Vec::new(),
+            fired: self.fired.as_ref().map(|f| Fired {
+                last: super::LastRun {
+                    due_ms: f.last.due_ms,
+                    outcome: "error".into(),
+                    detail: Some(detail.clone()),
+                },
+                ..f.clone()
+            }),
+        }
+    }
+}
+
 /// Versions of kv rows: strictly increasing within the process and unlikely
 /// to repeat across processes, so a delete and re-create never looks
 /// unchanged to a concurrent reader.
@@ -145,8 +209,26 @@ impl Db {
         }
     }
 
-    /// Commits `c` in one transaction.
+    /// Commits `c` in one transaction. A commit the database refuses for
+    /// what is in it is replaced by [`Commit::minimal`], so a poison value
+    /// is recorded once instead of failing on every retry.
     pub async fn commit(&self, c: &Commit) -> Result<(), StoreError> {
+        let result = self.commit_as_is(c).await;
+        let result = match result {
+            Err(StoreError::Refused(e)) => {
+                let why = crate::text::one_line(&e.to_string());
+                tracing::warn!("the database refused a commit ({why}); keeping only its record");
+                self.commit_as_is(&c.minimal(&why)).await
+            }
+            other => other,
+        };
+        if result.is_ok() {
+            self.committed(c);
+        }
+        result
+    }
+
+    async fn commit_as_is(&self, c: &Commit) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let now = c.audit.at_ms;
         if let Some(id) = &c.processed {
@@ -212,29 +294,31 @@ impl Db {
             q.execute(&mut *tx).await.map_err(classify)?;
         }
         if let Some(update) = &c.delivery {
-            let (event_id, plugin, attempts, state, error) = match update {
+            let (event_id, plugin, attempts, state, error, retry_at) = match update {
                 DeliveryUpdate::Done {
                     event_id,
                     plugin,
                     attempts,
-                } => (event_id, plugin, attempts, "done", None),
+                } => (event_id, plugin, attempts, "done", None, None),
                 DeliveryUpdate::Failed {
                     event_id,
                     plugin,
                     attempts,
                     error,
                     give_up,
+                    retry_at_ms,
                 } => (
                     event_id,
                     plugin,
                     attempts,
                     if *give_up { "failed" } else { "pending" },
-                    Some(error),
+                    Some(crate::text::storable(error, crate::text::MAX_AUDIT_FIELD).into_owned()),
+                    *retry_at_ms,
                 ),
             };
             let updated = sqlx::query(
                 "UPDATE event_deliveries SET attempts = attempts + 1, state = $1, \
-                 last_error = COALESCE($2, last_error) \
+                 last_error = COALESCE($2, last_error), next_attempt_ms = $6 \
                  WHERE event_id = $3 AND plugin = $4 AND state = 'pending' AND attempts = $5",
             )
             .bind(state)
@@ -242,6 +326,7 @@ impl Db {
             .bind(event_id)
             .bind(plugin)
             .bind(attempts)
+            .bind(retry_at)
             .execute(&mut *tx)
             .await
             .map_err(classify)?;

@@ -24,13 +24,32 @@ pub struct PendingDelivery {
 }
 
 impl Db {
-    /// Pending deliveries, oldest event first.
-    pub async fn deliveries_pending(&self, limit: i64) -> Result<Vec<PendingDelivery>, StoreError> {
+    /// Subscribers with deliveries pending, whether due now or not.
+    pub async fn delivery_subscribers(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT plugin FROM event_deliveries WHERE state = 'pending' ORDER BY plugin",
+        )
+        .fetch_all(&self.read)
+        .await?)
+    }
+
+    /// Deliveries to `plugin` due at `now_ms`, oldest event first. Asked
+    /// per subscriber, so one that cannot run now (quarantined, busy)
+    /// never hides another's.
+    pub async fn deliveries_pending(
+        &self,
+        plugin: &str,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
         let rows = sqlx::query(
             "SELECT d.event_id, d.plugin, e.topic, e.payload, e.source_plugin, e.depth, d.attempts \
              FROM event_deliveries d JOIN events e ON e.id = d.event_id \
-             WHERE d.state = 'pending' ORDER BY d.event_id, d.plugin LIMIT $1",
+             WHERE d.state = 'pending' AND d.plugin = $1 AND COALESCE(d.next_attempt_ms, 0) <= $2 \
+             ORDER BY d.event_id LIMIT $3",
         )
+        .bind(plugin)
+        .bind(now_ms)
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
@@ -46,5 +65,14 @@ impl Db {
                 attempts: r.get(6),
             })
             .collect())
+    }
+
+    /// When the earliest delivery waiting on a retry is due, if any.
+    pub async fn deliveries_next_attempt(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(COALESCE(next_attempt_ms, 0)) FROM event_deliveries WHERE state = 'pending'",
+        )
+        .fetch_one(&self.read)
+        .await?)
     }
 }

@@ -12,6 +12,7 @@ mod events;
 mod kv;
 mod outbox;
 mod positions;
+mod retention;
 mod roles;
 mod schedules;
 
@@ -25,6 +26,7 @@ pub use commit::{Commit, DeliveryUpdate, NewEvent, RoleChange};
 pub use events::PendingDelivery;
 pub use kv::{KvChanges, KvReads, KvRow, scan_digest};
 pub use outbox::{OutMessage, PendingMessage, Target};
+pub use retention::{Cutoffs, Pruned};
 pub use schedules::{Fired, LastRun, ScheduleChange, ScheduleRow};
 
 /// Why a database operation failed, in the terms callers act on.
@@ -36,9 +38,18 @@ pub enum StoreError {
     /// Data the call read changed before it could commit; run it again.
     #[error("a concurrent change touched the same data; retry")]
     Conflict,
+    /// The database refused what was in the commit (a value it cannot
+    /// store, a limit exceeded): the same commit will always fail, so the
+    /// caller records a minimal outcome instead of retrying.
+    #[error("the database refused the data: {0}")]
+    Refused(sqlx::Error),
+    /// The database cannot be reached or is shutting down: nothing was
+    /// written, and the same commit may succeed in a moment.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(sqlx::Error),
     /// Anything else the database said.
     #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
     /// A migration could not be applied.
     #[error("migrating the database failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -66,6 +77,9 @@ pub struct Db {
     /// writers take turns inside the process instead of failing with
     /// SQLITE_BUSY; on PostgreSQL it is the same pool as `read`.
     write: AnyPool,
+    /// Signalled after every commit that left something to deliver
+    /// (messages, events), whoever made it: the delivery loop waits on it.
+    deliverable: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Db {
@@ -85,17 +99,21 @@ impl Db {
                 backend: Backend::Sqlite,
                 read,
                 write,
+                deliverable: std::sync::Arc::default(),
             })
         } else {
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                // Shorter than a plugin call's time limit, so a database that
+                // is away is reported as that, not as a plugin timing out.
+                .acquire_timeout(Duration::from_secs(3))
                 .connect(url)
                 .await?;
             Ok(Self {
                 backend: Backend::Postgres,
                 read: pool.clone(),
                 write: pool,
+                deliverable: std::sync::Arc::default(),
             })
         }
     }
@@ -114,6 +132,19 @@ impl Db {
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.write).await?,
         }
         Ok(())
+    }
+
+    /// Resolves after the next commit that left something to deliver (or
+    /// at once if one happened since the last wait).
+    pub async fn deliverable(&self) {
+        self.deliverable.notified().await;
+    }
+
+    /// Tells the delivery loop there may be work: after `c` committed.
+    fn committed(&self, c: &Commit) {
+        if !c.messages.is_empty() || !c.events.is_empty() || c.delivery.is_some() {
+            self.deliverable.notify_one();
+        }
     }
 
     /// Which backend this is.
@@ -165,14 +196,72 @@ async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool, sqlx::Error> {
         .await
 }
 
-/// Classifies a database error: unique violations and serialization
-/// failures become the errors callers handle, the rest stay database errors.
-fn classify(err: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &err {
-        // 40001: PostgreSQL serialization failure; 5/517: SQLite busy.
-        if matches!(db.code().as_deref(), Some("40001" | "5" | "517")) {
-            return StoreError::Conflict;
-        }
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        classify(err)
     }
-    StoreError::Db(err)
+}
+
+impl StoreError {
+    /// Whether waiting and trying again can help: the database is away,
+    /// not refusing.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Whether an error, anywhere in its chain, is the database being
+/// unavailable: the test every caller makes to tell "try again in a
+/// moment" from a fault.
+pub fn is_unavailable(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<StoreError>()
+            .is_some_and(StoreError::is_unavailable)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Classifies a database error into what callers act on: a conflict to
+/// retry, data the database refuses (never retried), the database being
+/// away (retried after a pause), or anything else.
+fn classify(err: sqlx::Error) -> StoreError {
+    use sqlx::Error as E;
+    match &err {
+        E::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            match code {
+                // PostgreSQL serialization failure and deadlock; SQLite busy.
+                "40001" | "40P01" | "5" | "517" => StoreError::Conflict,
+                // PostgreSQL data exceptions (22021: NUL in text, 22001:
+                // too long) and program limits (54000: index row too big);
+                // SQLite's SQLITE_TOOBIG.
+                c if c.starts_with("22") || c.starts_with("54") || c == "18" => {
+                    StoreError::Refused(err)
+                }
+                // Connection trouble, shutdown, too many connections,
+                // read-only replica (a failover in progress); SQLite I/O,
+                // full disk, cannot open.
+                c if c.starts_with("08")
+                    || c.starts_with("57P")
+                    || c.starts_with("53")
+                    || c == "25006"
+                    || matches!(c, "10" | "13" | "14") =>
+                {
+                    StoreError::Unavailable(err)
+                }
+                _ => StoreError::Db(err),
+            }
+        }
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
+            StoreError::Unavailable(err)
+        }
+        E::Protocol(_) => StoreError::Unavailable(err),
+        _ => StoreError::Db(err),
+    }
 }

@@ -76,23 +76,48 @@ pub(super) async fn insert(
     .bind(target)
     .bind(&m.reply_to)
     .bind(&m.thread_root)
-    .bind(&m.body)
+    // A body with NUL (a plugin's error text, say) is still delivered.
+    .bind(crate::text::storable(&m.body, usize::MAX).into_owned())
     .execute(tx)
     .await?;
     Ok(())
 }
 
 impl Db {
-    /// Undelivered messages, oldest first.
-    pub async fn outbox_pending(&self, limit: i64) -> Result<Vec<PendingMessage>, StoreError> {
+    /// The oldest undelivered message of each target whose next attempt is
+    /// due at `now_ms`, oldest first. Order is kept per target: a message
+    /// waits for the ones before it to the same room or user, never for
+    /// another target's.
+    pub async fn outbox_heads(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<PendingMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, target_kind, target, reply_to, body, attempts, thread_root, created_ms \
-             FROM outbox WHERE delivered_ms IS NULL AND given_up_ms IS NULL ORDER BY id LIMIT $1",
+            "SELECT o.id, o.target_kind, o.target, o.reply_to, o.body, o.attempts, o.thread_root, o.created_ms \
+             FROM outbox o WHERE o.delivered_ms IS NULL AND o.given_up_ms IS NULL \
+             AND COALESCE(o.next_attempt_ms, 0) <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.target_kind = o.target_kind \
+                 AND p.target = o.target AND p.delivered_ms IS NULL AND p.given_up_ms IS NULL \
+                 AND p.id < o.id) \
+             ORDER BY o.id LIMIT $2",
         )
+        .bind(now_ms)
         .bind(limit)
         .fetch_all(&self.read)
         .await?;
         Ok(rows.iter().map(pending_of).collect())
+    }
+
+    /// When the earliest waiting message is due again, if any waits.
+    pub async fn outbox_next_attempt(&self) -> Result<Option<i64>, StoreError> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(COALESCE(next_attempt_ms, 0)) FROM outbox \
+             WHERE delivered_ms IS NULL AND given_up_ms IS NULL",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        Ok(next)
     }
 
     /// Marks a message delivered so it is never sent again.
@@ -105,20 +130,24 @@ impl Db {
         Ok(())
     }
 
-    /// Records a failed delivery attempt. The message stays pending, unless
-    /// `give_up_ms` is set: then it stays on record, undelivered, and no
-    /// longer holds back the messages after it.
+    /// Records a failed delivery attempt: the message is tried again at
+    /// `retry_at_ms`, or, with none, given up at `now_ms` and kept on
+    /// record, undelivered, no longer holding back the messages after it.
     pub async fn outbox_failed(
         &self,
         id: i64,
         error: &str,
-        give_up_ms: Option<i64>,
+        now_ms: i64,
+        retry_at_ms: Option<i64>,
     ) -> Result<(), StoreError> {
+        let given_up = retry_at_ms.is_none().then_some(now_ms);
         sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, given_up_ms = $2 WHERE id = $3",
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $1, given_up_ms = $2, \
+             next_attempt_ms = $3 WHERE id = $4",
         )
-        .bind(error)
-        .bind(give_up_ms)
+        .bind(crate::text::storable(error, crate::text::MAX_AUDIT_FIELD).into_owned())
+        .bind(given_up)
+        .bind(retry_at_ms)
         .bind(id)
         .execute(&self.write)
         .await?;

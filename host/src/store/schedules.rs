@@ -132,6 +132,18 @@ impl Db {
         Ok(rows.iter().map(row).collect())
     }
 
+    /// Each plugin's earliest next run: what the schedule loop needs to know
+    /// how long to sleep, without reading every row.
+    pub async fn schedules_next_by_plugin(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT plugin, MIN(next_fire_ms) FROM schedules \
+             WHERE next_fire_ms IS NOT NULL GROUP BY plugin",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// Schedules due at `now_ms`, earliest first.
     pub async fn schedules_due(&self, now_ms: i64) -> Result<Vec<ScheduleRow>, StoreError> {
         let rows = sqlx::query(select!(

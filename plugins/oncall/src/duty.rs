@@ -164,6 +164,30 @@ impl<'a> Schedule<'a> {
         }
     }
 
+    /// Everyone on duty at some moment of `[from, to)`, overrides
+    /// included, in the order they come: whose days an override over that
+    /// period takes.
+    pub fn on_duty_during(&self, from: i64, to: i64) -> Vec<String> {
+        let mut people: Vec<String> = Vec::new();
+        let mut at = from;
+        // Each step moves to the next handoff or override edge; a bound
+        // keeps a period of centuries from running long.
+        for _ in 0..10_000 {
+            if at >= to {
+                break;
+            }
+            let d = self.duty(at);
+            if !people.contains(&d.user) {
+                people.push(d.user);
+            }
+            if d.until_ms <= at {
+                break;
+            }
+            at = d.until_ms;
+        }
+        people
+    }
+
     /// The handoff at or before `at`: where a rotation set at `at` starts.
     pub fn first_handoff(at: i64, zone: Tz, time: NaiveTime, day: Option<Weekday>) -> NaiveDate {
         let today = local(at, zone).date();
@@ -236,6 +260,28 @@ mod tests {
         assert_eq!(d.until_ms, at(z, "2026-11-23 10:00"));
         assert!(s.is_handoff(at(z, "2026-11-23 10:00")));
         assert!(!s.is_handoff(at(z, "2026-11-24 10:00")));
+    }
+
+    #[test]
+    fn a_period_names_everyone_on_duty_in_it() {
+        let z = "Asia/Shanghai";
+        let r = weekly(z, "2026-11-16");
+        let s = Schedule::new(&r).expect("valid");
+        // Within a's week: only a.
+        assert_eq!(
+            s.on_duty_during(at(z, "2026-11-18 00:00"), at(z, "2026-11-20 00:00")),
+            vec!["@a:x"]
+        );
+        // Across the Monday handoff: a, then b, whose day it also takes.
+        assert_eq!(
+            s.on_duty_during(at(z, "2026-11-22 00:00"), at(z, "2026-11-24 00:00")),
+            vec!["@a:x", "@b:x"]
+        );
+        // Ending exactly at the handoff does not take b's time.
+        assert_eq!(
+            s.on_duty_during(at(z, "2026-11-22 00:00"), at(z, "2026-11-23 10:00")),
+            vec!["@a:x"]
+        );
     }
 
     #[test]

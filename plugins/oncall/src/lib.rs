@@ -356,15 +356,26 @@ fn cover(inv: &Invocation, name: &str, args: &Args) -> Result<String, CommandErr
     if to_ms <= inv.now_ms {
         return Err(usage("that period is already over"));
     }
-    let replaced = s.duty(from_ms).user;
+    // Everyone whose time the override takes, not only whoever is on duty
+    // when it starts: a person may hand over their own days, not the next
+    // person's.
+    let replaced = s.on_duty_during(from_ms, to_ms);
     let zone = s.zone();
     let admin = inv.roles.iter().any(|r| r == "admin");
-    if !admin && inv.sender != replaced {
+    if !admin && replaced.iter().any(|u| *u != inv.sender) {
+        let others: Vec<&str> = replaced
+            .iter()
+            .filter(|u| **u != inv.sender)
+            .map(String::as_str)
+            .collect();
         return Err(CommandError::Denied(format!(
-            "only an admin or {replaced} (on duty at {}) may set this override",
-            show(from_ms, zone)
+            "from {} to {} the rotation has {} on duty; only an admin, or the person on duty for the whole period, may set this override. Cover only your own days, or ask an admin.",
+            show(from_ms, zone),
+            show(to_ms, zone),
+            others.join(", ")
         )));
     }
+    let replaced = replaced.join(", ");
     rotation.overrides.retain(|o| o.to_ms > inv.now_ms);
     rotation.overrides.push(Override {
         user: user.to_owned(),

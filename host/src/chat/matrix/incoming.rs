@@ -81,12 +81,23 @@ pub fn classify(event: &TimelineEvent, room: &RoomId, bot: &UserId) -> Seen {
                 Some(Relation::Thread(t)) => Some(t.event_id.to_string()),
                 _ => None,
             };
-            let formatted = text.formatted.as_ref().map(|f| f.body.as_str());
+            let is_reply = matches!(&m.content.relates_to, Some(Relation::Reply(_)));
+            let (body, formatted) = if is_reply {
+                (
+                    without_reply_fallback(&text.body),
+                    text.formatted.as_ref().map(|f| without_mx_reply(&f.body)),
+                )
+            } else {
+                (
+                    text.body.as_str(),
+                    text.formatted.as_ref().map(|f| f.body.as_str()),
+                )
+            };
             Seen::Message(Incoming {
                 id: m.event_id.to_string(),
                 sender: m.sender.to_string(),
                 room: room.to_string(),
-                body: addressed(&text.body, formatted, bot),
+                body: addressed(body, formatted, bot),
                 thread_root,
                 sent_ms: i64::from(m.origin_server_ts.0),
             })
@@ -113,6 +124,30 @@ pub fn addressed(body: &str, formatted: Option<&str>, bot: &UserId) -> String {
     match body.trim_start().strip_prefix(shown) {
         Some(rest) if !shown.is_empty() => format!("{bot}{rest}"),
         _ => body.to_owned(),
+    }
+}
+
+/// A reply's own text: clients put a quote of the message replied to
+/// (`> <@u:hs> original`, then a blank line) before it, which would hide
+/// a command typed as a reply.
+fn without_reply_fallback(body: &str) -> &str {
+    if !body.starts_with("> ") && !body.starts_with(">\n") {
+        return body;
+    }
+    let mut rest = body;
+    while rest.starts_with('>') {
+        rest = rest.split_once('\n').map_or("", |(_, after)| after);
+    }
+    rest.strip_prefix('\n').unwrap_or(rest)
+}
+
+/// A reply's HTML without the `<mx-reply>` block clients put first.
+fn without_mx_reply(html: &str) -> &str {
+    match html.find("</mx-reply>") {
+        Some(end) if html.trim_start().starts_with("<mx-reply>") => {
+            html.get(end + "</mx-reply>".len()..).unwrap_or(html)
+        }
+        _ => html,
     }
 }
 
@@ -163,6 +198,29 @@ mod tests {
             (m.body.as_str(), m.sent_ms, m.thread_root),
             ("!points", 1_700_000_000_000, None)
         );
+    }
+
+    #[test]
+    fn a_command_sent_as_a_rich_reply_is_recognised() {
+        let e = text(
+            "> <@bob:hs> the build is red again\n> second line\n\n!points give @bob:hs 1 didn't fix it",
+            json!({ "m.relates_to": { "m.in_reply_to": { "event_id": "$prev" } },
+                "format": "org.matrix.custom.html",
+                "formatted_body": "<mx-reply><blockquote>quoted</blockquote></mx-reply>!points give" }),
+        );
+        let Seen::Message(m) = classify(&e) else {
+            panic!("expected a message")
+        };
+        assert_eq!(m.body, "!points give @bob:hs 1 didn't fix it");
+        // A reply from a client that sends no fallback is taken as it is.
+        let bare = text(
+            "!points",
+            json!({ "m.relates_to": { "m.in_reply_to": { "event_id": "$prev" } } }),
+        );
+        let Seen::Message(m) = classify(&bare) else {
+            panic!("expected a message")
+        };
+        assert_eq!(m.body, "!points");
     }
 
     #[test]

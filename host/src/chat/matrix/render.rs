@@ -26,11 +26,10 @@ pub fn message(markdown: &str) -> RoomMessageEventContentWithoutRelation {
         Some(html) => RoomMessageEventContentWithoutRelation::notice_html(markdown, html.body),
         None => RoomMessageEventContentWithoutRelation::notice_plain(markdown),
     };
-    if mentioned.is_empty() {
-        content
-    } else {
-        content.add_mentions(Mentions::with_user_ids(mentioned))
-    }
+    // Always explicit, empty unless the text names someone: with
+    // `m.mentions` present, clients and servers ignore `@room` and names
+    // in the body, so echoed text cannot ping a room.
+    content.add_mentions(Mentions::with_user_ids(mentioned))
 }
 
 /// The answer to `reply_to`: inside its thread when it was in one.
@@ -70,18 +69,21 @@ fn pills(markdown: &str) -> (String, Vec<OwnedUserId>) {
             continue;
         }
         let mut last = 0;
+        // Outside code, `<` is written as an entity so no raw HTML gets
+        // through the Markdown renderer; inside code it is already text.
+        let push_text = |out: &mut String, text: &str| out.push_str(&text.replace('<', "&lt;"));
         for m in USER_ID.find_iter(part) {
             let Ok(user) = UserId::parse(m.as_str()) else {
                 continue;
             };
-            out.push_str(&part[last..m.start()]);
+            push_text(&mut out, part.get(last..m.start()).unwrap_or_default());
             out.push_str(&format!("[{0}](https://matrix.to/#/{0})", m.as_str()));
             last = m.end();
             if !mentioned.contains(&user) {
                 mentioned.push(user);
             }
         }
-        out.push_str(&part[last..]);
+        push_text(&mut out, part.get(last..).unwrap_or_default());
     }
     (out, mentioned)
 }
@@ -124,6 +126,21 @@ mod tests {
         let mentions = c.mentions.expect("mentions");
         assert!(mentions.user_ids.contains(user_id!("@bob:local")));
         assert_eq!(mentions.user_ids.len(), 1);
+    }
+
+    #[test]
+    fn no_raw_html_and_no_room_pings() {
+        let c = answer(
+            "@room look <img src=x onerror=alert(1)> <b>bold</b> `<i>code</i>`",
+            None,
+            None,
+        );
+        let (_, formatted) = html(&c);
+        let formatted = formatted.unwrap_or_default();
+        assert!(!formatted.contains("<img"), "{formatted}");
+        assert!(!formatted.contains("<b>"), "{formatted}");
+        let mentions = c.mentions.expect("explicit mentions");
+        assert!(!mentions.room && mentions.user_ids.is_empty());
     }
 
     #[test]

@@ -9,8 +9,13 @@
 //! answered if they are younger than `matrix.max_command_age`.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt as _;
+use tokio::sync::{Notify, mpsc};
 
 use anyhow::Context as _;
 use matrix_sdk::config::SyncSettings;
@@ -27,6 +32,7 @@ use super::incoming::{Seen, classify};
 use crate::bot::Bot;
 use crate::chat::Incoming;
 use crate::config::MatrixConfig;
+use crate::outage::Outage;
 
 /// The key of the Matrix sync position in `chat_positions`.
 const ADAPTER: &str = "matrix";
@@ -52,7 +58,47 @@ pub struct Syncer {
     me: OwnedUserId,
     /// When each room was last told about an undecryptable message.
     told_utd: std::sync::Mutex<HashMap<String, Instant>>,
+    /// One queue per room: a room's commands are answered in the order
+    /// they were sent, and a slow one holds up only its own room.
+    rooms: std::sync::Mutex<HashMap<String, RoomQueue>>,
 }
+
+/// A room's queue: events to answer, each with the batch it belongs to.
+type RoomQueue = mpsc::UnboundedSender<(Seen, Arc<Batch>)>;
+
+/// The commands of one sync response still being answered. The position
+/// after a response is saved only once its batch and every batch before it
+/// are done: a low-water mark, so rooms move on independently and a crash
+/// never skips a command.
+#[derive(Debug, Default)]
+struct Batch {
+    pending: AtomicUsize,
+    done: Notify,
+}
+
+impl Batch {
+    fn add(&self) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn finish_one(&self) {
+        if self.pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.done.notify_one();
+        }
+    }
+
+    /// Resolves when every command of the batch was answered. One waiter
+    /// (the saver), so `notify_one`'s stored permit is never lost.
+    async fn wait(&self) {
+        while self.pending.load(Ordering::SeqCst) > 0 {
+            self.done.notified().await;
+        }
+    }
+}
+
+/// Sync responses read but not yet saved, at most: past this the loop
+/// waits for rooms to catch up instead of reading further ahead.
+const UNSAVED_BATCHES: usize = 64;
 
 impl Syncer {
     /// A loop for `client`, answering through `bot`.
@@ -67,25 +113,31 @@ impl Syncer {
             matrix,
             me,
             told_utd: std::sync::Mutex::default(),
+            rooms: std::sync::Mutex::default(),
         })
     }
 
-    /// Syncs until the process ends. Homeserver trouble is retried with
-    /// backoff and logged; a database failure ends the loop, since nothing
-    /// can be answered without it.
+    /// Syncs until the process ends. Homeserver and database trouble is
+    /// waited out with backoff and logged; a command is committed before
+    /// the position after it is saved, however long that takes. Delivery
+    /// is [`Bot::run_delivery`]'s, which runs beside this loop.
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
-        // Answers committed before a crash go out first.
-        self.bot
-            .flush()
-            .await
-            .context("delivering pending messages")?;
-        let mut position = self.bot.db.chat_position(ADAPTER).await?;
+        let mut outage = Outage::new("reading the saved sync position");
+        let mut position = loop {
+            match self.bot.db.chat_position(ADAPTER).await {
+                Ok(p) => break p,
+                Err(e) => outage.wait(&e).await,
+            }
+        };
+        outage.over();
         tracing::debug!(?position, "starting to sync");
         if position.is_none() {
             tracing::info!("first sync: earlier room history is not answered");
         }
         // Invites that arrived while the bot was down.
         self.invites(self.client.invited_rooms()).await;
+        let (unsaved, saving) = mpsc::channel(UNSAVED_BATCHES);
+        let saver = tokio::spawn(self.clone().save_positions(saving));
         let mut backoff = BACKOFF_MIN;
         let mut failing_since: Option<Instant> = None;
         let mut first = true;
@@ -130,23 +182,44 @@ impl Syncer {
                 .filter_map(|id| self.client.get_room(id))
                 .collect();
             self.invites(invited).await;
-            if let Some((token, saved_ms)) = &position {
+            let batch = Arc::new(Batch::default());
+            if let Some((token, read_ms)) = &position {
                 if first && replayed(&response, token) {
-                    self.catch_up(token, *saved_ms).await?;
+                    self.catch_up(token, *read_ms, &batch).await;
                 }
-                self.timelines(&response, *saved_ms).await?;
+                self.timelines(&response, *read_ms, &batch).await;
             }
             first = false;
             let now = self.bot.now_ms();
-            self.bot
-                .db
-                .save_chat_position(ADAPTER, &response.next_batch, now)
-                .await?;
-            position = Some((response.next_batch, now));
-            // Retries what a previous delivery could not send.
-            if let Err(e) = self.bot.flush().await {
-                tracing::warn!("delivering pending messages: {e:#}");
+            if unsaved
+                .send((response.next_batch.clone(), now, batch))
+                .await
+                .is_err()
+            {
+                anyhow::bail!("the task saving the sync position ended: {:?}", saver.await);
             }
+            position = Some((response.next_batch, now));
+        }
+    }
+
+    /// Saves each read position once every command before it was answered,
+    /// in the order read; database trouble is waited out.
+    async fn save_positions(
+        self: Arc<Self>,
+        mut unsaved: mpsc::Receiver<(String, i64, Arc<Batch>)>,
+    ) {
+        while let Some((token, read_ms, batch)) = unsaved.recv().await {
+            batch.wait().await;
+            let mut outage = Outage::new("saving the sync position");
+            while let Err(e) = self
+                .bot
+                .db
+                .save_chat_position(ADAPTER, &token, read_ms)
+                .await
+            {
+                outage.wait(&e).await;
+            }
+            outage.over();
         }
     }
 
@@ -180,7 +253,8 @@ impl Syncer {
         self: &Arc<Self>,
         response: &SyncResponse,
         saved_ms: i64,
-    ) -> anyhow::Result<()> {
+        batch: &Arc<Batch>,
+    ) {
         let mut timelines = Vec::new();
         for (room_id, update) in &response.rooms.joined {
             let Some(room) = self.client.get_room(room_id) else {
@@ -197,7 +271,7 @@ impl Syncer {
             }
             timelines.push((room, events));
         }
-        self.answer_rooms(timelines).await
+        self.answer_rooms(timelines, batch);
     }
 
     /// Reads every joined room forward from `position` with `/messages`.
@@ -207,7 +281,7 @@ impl Syncer {
     /// replayed sync with the token matrix-sdk already has, and matrix-sdk
     /// drops it as a repeat, so the messages in it never reach the bot.
     /// Messages already answered are recognised by their processed marker.
-    async fn catch_up(self: &Arc<Self>, position: &str, saved_ms: i64) -> anyhow::Result<()> {
+    async fn catch_up(self: &Arc<Self>, position: &str, saved_ms: i64, batch: &Arc<Batch>) {
         let mut timelines = Vec::new();
         for room in self.client.joined_rooms() {
             let mut events = self
@@ -229,16 +303,16 @@ impl Syncer {
                 timelines.push((room, events));
             }
         }
-        self.answer_rooms(timelines).await
+        self.answer_rooms(timelines, batch);
     }
 
-    /// Answers the commands in each room's events; rooms in parallel, each
-    /// room's commands in the order they were sent.
-    async fn answer_rooms(
+    /// Queues the commands in each room's events on that room's queue;
+    /// rooms in parallel, each room's commands in the order they were sent.
+    fn answer_rooms(
         self: &Arc<Self>,
         timelines: Vec<(Room, Vec<TimelineEvent>)>,
-    ) -> anyhow::Result<()> {
-        let mut rooms = tokio::task::JoinSet::new();
+        batch: &Arc<Batch>,
+    ) {
         for (room, events) in timelines {
             let seen: Vec<Seen> = events
                 .iter()
@@ -249,25 +323,48 @@ impl Syncer {
                 .iter()
                 .rposition(|s| *s == Seen::BotJoined)
                 .map_or(0, |i| i + 1);
-            let seen: Vec<Seen> = seen.into_iter().skip(start).collect();
-            if seen
-                .iter()
-                .all(|s| matches!(s, Seen::Other | Seen::BotJoined))
-            {
-                continue;
-            }
-            let this = self.clone();
-            rooms.spawn(async move {
-                for s in seen {
-                    this.answer(s).await?;
+            for s in seen.into_iter().skip(start) {
+                if !matches!(s, Seen::Other | Seen::BotJoined) {
+                    self.enqueue(room.room_id().as_str(), s, batch.clone());
                 }
-                anyhow::Ok(())
-            });
+            }
         }
-        while let Some(done) = rooms.join_next().await {
-            done.context("a room's task panicked")??;
+    }
+
+    /// Puts `seen` on `room`'s queue, starting the room's worker if it has
+    /// none (or its worker is gone).
+    fn enqueue(self: &Arc<Self>, room: &str, seen: Seen, batch: Arc<Batch>) {
+        batch.add();
+        let mut rooms = self
+            .rooms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let job = match rooms.get(room) {
+            Some(queue) => match queue.send((seen, batch)) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => (seen, batch),
+        };
+        let (queue, mut jobs) = mpsc::unbounded_channel::<(Seen, Arc<Batch>)>();
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some((seen, batch)) = jobs.recv().await {
+                // A host bug in one command must not stop the room, nor
+                // keep the position from being saved.
+                if AssertUnwindSafe(this.answer(seen))
+                    .catch_unwind()
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("answering a message panicked; going on with the next");
+                }
+                batch.finish_one();
+            }
+        });
+        if queue.send(job).is_ok() {
+            rooms.insert(room.to_owned(), queue);
         }
-        Ok(())
     }
 
     /// Events the server left out between the last sync and `prev_batch`,
@@ -340,8 +437,16 @@ impl Syncer {
         }
     }
 
-    /// Runs, skips or reports one event.
-    async fn answer(&self, seen: Seen) -> anyhow::Result<()> {
+    /// Runs, skips or reports one event. A failure other than the
+    /// database being away (which is waited out) is logged: the message
+    /// could not be answered, and the bot goes on with the next.
+    async fn answer(&self, seen: Seen) {
+        if let Err(e) = self.answer_or_fail(seen).await {
+            tracing::error!("a message could not be answered: {e:#}");
+        }
+    }
+
+    async fn answer_or_fail(&self, seen: Seen) -> anyhow::Result<()> {
         match seen {
             Seen::Message(msg) if self.bot.addressed(&msg.body) => {
                 let age_ms = self.bot.now_ms() - msg.sent_ms;
@@ -350,7 +455,7 @@ impl Syncer {
                     let reply = too_old(&msg, age_ms, max);
                     self.bot.skip(&msg, reply).await?;
                 } else {
-                    let handled = self.bot.handle(&msg).await?;
+                    let handled = self.bot.answer(&msg).await?;
                     tracing::debug!(event = %msg.id, ?handled, "command");
                 }
             }
@@ -397,9 +502,9 @@ fn replayed(response: &SyncResponse, from: &str) -> bool {
 fn too_old(msg: &Incoming, age_ms: i64, max: Duration) -> String {
     let age = Duration::from_secs(u64::try_from(age_ms / 1000).unwrap_or(0));
     format!(
-        "{}, I skipped `{}`: it was sent {} ago, while I was away, and I do not run commands older than {}. Send it again if it still matters.",
+        "{}, I skipped {}: it was sent {} ago, while I was away, and I do not run commands older than {}. Send it again if it still matters.",
         msg.sender,
-        msg.body.trim(),
+        crate::text::quoted(&msg.body),
         humantime::format_duration(age),
         humantime::format_duration(max)
     )

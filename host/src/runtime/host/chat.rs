@@ -1,7 +1,7 @@
 //! `chat`: messages to rooms and people, delivered after commit. A command
 //! may always answer in its own room; other rooms need a grant.
 
-use crate::roles::is_user_id;
+use crate::roles::{is_room, is_user_id};
 use crate::runtime::bindings::ikkyu::plugin::chat::Host;
 use crate::runtime::state::{CallState, MAX_VALUE, Phase};
 use crate::store::{OutMessage, Target};
@@ -14,6 +14,12 @@ impl Host for CallState {
     ) -> wasmtime::Result<Result<(), String>> {
         self.require("chat")?;
         self.count_effect()?;
+        if !is_room(&room) {
+            return Ok(Err(format!(
+                "{} is not a room id or alias like !id:server or #name:server",
+                crate::text::quoted(&room)
+            )));
+        }
         let own_room = matches!(&self.phase, Phase::Command { room: r } if *r == room);
         if !own_room && !self.grants.rooms.contains(&room) && !self.grants.rooms.contains("*") {
             return Ok(Err(format!(
@@ -33,7 +39,8 @@ impl Host for CallState {
         self.count_effect()?;
         if !is_user_id(&user) {
             return Ok(Err(format!(
-                "{user:?} is not a user id like @alice:example.org"
+                "{} is not a user id like @alice:example.org",
+                crate::text::quoted(&user)
             )));
         }
         Ok(self.push(Target::User(user), markdown))

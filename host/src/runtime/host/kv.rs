@@ -8,6 +8,7 @@ use crate::store::KvRow;
 impl Host for CallState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         self.require("kv")?;
+        check_key(&key)?;
         if let Some(written) = self.kv.writes.get(&key) {
             return Ok(written.clone());
         }
@@ -23,10 +24,9 @@ impl Host for CallState {
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
         self.require("kv")?;
         self.count_effect()?;
-        if key.len() > MAX_KEY || value.len() > MAX_VALUE {
-            wasmtime::bail!(
-                "kv entry {key:?} is too large: keys up to {MAX_KEY} bytes, values up to {MAX_VALUE}"
-            );
+        check_key(&key)?;
+        if value.len() > MAX_VALUE {
+            wasmtime::bail!("kv value of {key:?} is larger than {MAX_VALUE} bytes");
         }
         self.kv.writes.insert(key, Some(value));
         Ok(())
@@ -35,17 +35,35 @@ impl Host for CallState {
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
         self.require("kv")?;
         self.count_effect()?;
+        check_key(&key)?;
         self.kv.writes.insert(key, None);
         Ok(())
     }
 
     async fn scan(&mut self, prefix: String) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
         self.require("kv")?;
+        check_key(&prefix)?;
         let rows = self.db.kv_scan(&self.kv.namespace, &prefix).await?;
         let digest = crate::store::scan_digest(rows.iter().map(|r| (r.key.as_str(), r.version)));
         self.kv.reads.scans.entry(prefix.clone()).or_insert(digest);
         Ok(overlay(rows, &self.kv.writes, &prefix))
     }
+}
+
+/// A key (or scan prefix) the store can hold on both backends: at most
+/// [`MAX_KEY`] bytes, without NUL. A plugin that builds keys from chat text
+/// gets this error only for text the host already refused at the door.
+fn check_key(key: &str) -> wasmtime::Result<()> {
+    if key.len() > MAX_KEY {
+        wasmtime::bail!(
+            "kv key of {} bytes is too long: keys are at most {MAX_KEY} bytes",
+            key.len()
+        );
+    }
+    if key.contains('\0') {
+        wasmtime::bail!("kv key {key:?} contains NUL, which keys may not");
+    }
+    Ok(())
 }
 
 /// Stored rows with the call's own writes laid over them, sorted by key.

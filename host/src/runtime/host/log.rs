@@ -13,7 +13,10 @@ impl Host for CallState {
         let cut = message
             .char_indices()
             .nth(MAX_LINE)
-            .map_or(message.as_str(), |(i, _)| &message[..i]);
+            .and_then(|(i, _)| message.get(..i))
+            .unwrap_or(&message);
+        // Escaped, so a plugin cannot forge log lines or drive a terminal.
+        let cut = crate::text::one_line(cut);
         let plugin = &*self.plugin;
         match level {
             Level::Debug => tracing::debug!(plugin, "{cut}"),

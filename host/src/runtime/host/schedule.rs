@@ -35,6 +35,10 @@ impl Host for CallState {
     async fn remove(&mut self, id: String) -> wasmtime::Result<bool> {
         self.require("schedule")?;
         self.count_effect()?;
+        if !schedule::is_schedule_id(&id) {
+            // No schedule can have this id, so there is nothing to remove.
+            return Ok(false);
+        }
         let existed = self.overlaid().await?.contains_key(&id);
         self.schedules.push(ScheduleChange::Remove {
             plugin: self.plugin.to_string(),

@@ -1,13 +1,15 @@
 //! Test-only plugin: emits events on command and fails on demand, so tests
 //! can drive other plugins' event handlers and prove that a failing call
-//! commits nothing. Built by the test setup; never loaded by default.
+//! commits nothing. It also counts the `test.*` events delivered to it
+//! (`!seen`) and emits from a scheduled run (`!emit-later`), so tests can
+//! see deliveries flow. Built by the test setup; never loaded by default.
 
 // Natively (clippy, `cargo test --workspace`) nothing is exported.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use ikkyu_plugin_sdk::{
-    ArgKind, Args, Command, CommandError, Info, Invocation, Plugin, PluginInfo, chat, events,
-    export_plugin, failed, kv,
+    ArgKind, Args, Command, CommandError, Firing, Info, Invocation, Plugin, PluginInfo, When, chat,
+    events, export_plugin, failed, kv, schedule, schedule_spec,
 };
 
 struct Emitter;
@@ -27,6 +29,18 @@ impl Plugin for Emitter {
                     .arg("payload", ArgKind::Text, "JSON payload"),
             )
             .command(Command::new("emitted", "how many emits committed"))
+            .command(Command::new(
+                "seen",
+                "how many test.* events were delivered",
+            ))
+            .command(
+                Command::new("emit-later", "emit an event from a run one minute from now").arg(
+                    "topic",
+                    ArgKind::Word,
+                    "event topic",
+                ),
+            )
+            .subscribe("test.*")
             .build()
     }
 
@@ -52,8 +66,29 @@ impl Plugin for Emitter {
                 let n: u64 = kv::get("count").map_err(failed)?.unwrap_or(0);
                 Ok(format!("emitted {n} times"))
             }
+            "seen" => {
+                let n: u64 = kv::get("seen").map_err(failed)?.unwrap_or(0);
+                Ok(format!("seen {n} events"))
+            }
+            "emit-later" => {
+                let when = When::At(inv.now_ms + 60_000);
+                let spec = schedule_spec(&format!("later-{topic}"), when, &topic);
+                schedule::add(&spec).map_err(failed)?;
+                Ok(format!("{topic} will be emitted in a minute"))
+            }
             other => Err(failed(format!("no command {other:?}"))),
         }
+    }
+
+    fn handle_event(_topic: &str, _payload: serde_json::Value) -> Result<(), String> {
+        let n: u64 = kv::get("seen").map_err(|e| e.to_string())?.unwrap_or(0);
+        kv::set("seen", &(n + 1)).map_err(|e| e.to_string())
+    }
+
+    fn handle_schedule(_firing: &Firing, payload: serde_json::Value) -> Result<(), String> {
+        let topic = payload.as_str().unwrap_or("test.tick");
+        events::emit(topic, "{}");
+        Ok(())
     }
 }
 

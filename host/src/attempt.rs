@@ -1,0 +1,176 @@
+//! One plugin call taken to its commit: the steps a command, an event
+//! delivery and a scheduled run share, written once so they cannot drift.
+//!
+//! Run the call; a return counts as health and becomes the caller's commit;
+//! a crash or timeout counts toward quarantine (telling the admins when it
+//! quarantines) and becomes the caller's failure commit; a busy host or an
+//! unavailable database is nobody's fault and commits nothing, so the work
+//! stays due. A commit that lost to a concurrent change is re-run after a
+//! jittered pause, and after [`LANE_AFTER`] losses waits in its plugin's
+//! retry lane so a hot key cannot starve anyone. What each kind of call
+//! commits is the caller's: see [`Call`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::config::Config;
+use crate::runtime::{CallOutcome, CallState, LoadedPlugin, PluginError};
+use crate::store::{Commit, Db, OutMessage, Outcome, StoreError};
+
+/// How many times a call whose reads went stale is re-run before giving up.
+const CONFLICT_RETRIES: u32 = 32;
+/// After this many conflicts a call queues in its plugin's retry lane.
+const LANE_AFTER: u32 = 2;
+
+/// One kind of plugin call: how to make it and what it commits.
+pub trait Call: Sync {
+    /// What the guest returns.
+    type Value: Send;
+    /// Makes the call once, in a fresh store.
+    fn run(&self) -> impl Future<Output = CallOutcome<Self::Value>> + Send;
+    /// The commit of a call that returned (with its result, ok or not).
+    fn returned(&self, value: Self::Value, state: CallState) -> Commit;
+    /// The commit of a call that crashed or timed out; `notices` tell the
+    /// admins when this failure quarantined the plugin.
+    fn failed(&self, error: &PluginError, notices: Vec<OutMessage>) -> Commit;
+}
+
+/// What became of the work.
+#[derive(Debug)]
+pub enum Ran {
+    /// Its commit (of the result or of the failure) is in, with this
+    /// audit outcome.
+    Committed(Outcome),
+    /// Someone committed it first (a replayed message, another runner).
+    Duplicate,
+    /// Not run now, and nothing recorded: the host was busy or its
+    /// database away. The work stays due.
+    NotNow(PluginError),
+    /// The data it read kept changing under it; nothing recorded.
+    Contended,
+}
+
+/// Runs calls to their commit; shared by every path that calls a plugin.
+pub struct Attempts {
+    db: Db,
+    config: Arc<Config>,
+    /// Per plugin: calls that already lost [`LANE_AFTER`] commits retry
+    /// one at a time. First attempts never wait here; it is the
+    /// contention fallback of optimistic concurrency, not a lock around
+    /// plugin calls.
+    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Attempts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attempts").finish_non_exhaustive()
+    }
+}
+
+impl Attempts {
+    /// Attempts committing to `db`, quarantining after the config's count.
+    pub fn new(db: Db, config: Arc<Config>) -> Self {
+        Self {
+            db,
+            config,
+            lanes: Mutex::default(),
+        }
+    }
+
+    /// Runs `call` in `plugin` to its commit. `salt` spreads the retries
+    /// of different work apart.
+    pub async fn run<C: Call>(
+        &self,
+        plugin: &LoadedPlugin,
+        salt: &str,
+        call: &C,
+    ) -> Result<Ran, StoreError> {
+        let mut lane = None;
+        for attempt in 0..CONFLICT_RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt, salt)).await;
+            }
+            if attempt == LANE_AFTER {
+                lane = Some(self.lane(&plugin.name).lock_owned().await);
+            }
+            let out = call.run().await;
+            let commit = match out.result {
+                Ok(value) => {
+                    plugin.health.succeeded();
+                    call.returned(value, out.state)
+                }
+                Err(e) if !e.is_plugin_fault() => return Ok(Ran::NotNow(e)),
+                Err(e) => {
+                    tracing::warn!(plugin = %plugin.name, work = %crate::text::one_line(salt), "plugin call failed: {}", crate::dispatch::detail_of(&e));
+                    let notices = if plugin.health.failed(self.config.runtime.quarantine_after) {
+                        self.quarantine_notice(plugin, &e)
+                    } else {
+                        Vec::new()
+                    };
+                    return self.settle(&call.failed(&e, notices), salt).await;
+                }
+            };
+            match self.db.commit(&commit).await {
+                Ok(()) => return Ok(Ran::Committed(commit.audit.outcome)),
+                Err(StoreError::Conflict) => continue,
+                Err(StoreError::Duplicate(_)) => return Ok(Ran::Duplicate),
+                Err(e) => return Err(e),
+            }
+        }
+        drop(lane);
+        tracing::warn!(plugin = %plugin.name, work = %crate::text::one_line(salt), "gave up after {CONFLICT_RETRIES} conflicting commits");
+        Ok(Ran::Contended)
+    }
+
+    /// Commits work that read nothing optimistically (a refusal, a failure
+    /// record): a serialization conflict is retried with the same commit,
+    /// which is still right.
+    pub async fn settle(&self, commit: &Commit, salt: &str) -> Result<Ran, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.db.commit(commit).await {
+                Ok(()) => return Ok(Ran::Committed(commit.audit.outcome)),
+                Err(StoreError::Duplicate(_)) => return Ok(Ran::Duplicate),
+                Err(StoreError::Conflict) if attempt + 1 < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt, salt)).await;
+                }
+                Err(StoreError::Conflict) => return Ok(Ran::Contended),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn lane(&self, plugin: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+        lanes.entry(plugin.to_owned()).or_default().clone()
+    }
+
+    /// Direct messages telling every admin (from the config) that a plugin
+    /// was quarantined, why, and how to lift it.
+    fn quarantine_notice(&self, plugin: &LoadedPlugin, e: &PluginError) -> Vec<OutMessage> {
+        let cause = match e {
+            PluginError::Trap { cause, .. } => format!("crashed ({cause})"),
+            other => other.to_string(),
+        };
+        let failures = plugin.health.failures();
+        tracing::error!(plugin = %plugin.name, "quarantined after {failures} failures in a row: {cause}");
+        let prefix = &self.config.bot.prefix;
+        let body = format!(
+            "plugin {} {} is quarantined after {failures} failures in a row; the last: {cause}. `{prefix}plugin reload {}` lifts it.",
+            plugin.name, plugin.info.version, plugin.name
+        );
+        OutMessage::direct_to_each(self.config.admins(), &body)
+    }
+}
+
+/// A jittered, exponentially growing pause before retry `attempt` (under
+/// 32 ms), different for each piece of work so contenders do not collide
+/// again in lockstep.
+fn backoff(attempt: u32, salt: &str) -> std::time::Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let ceiling_us = 500u64 << attempt.min(6);
+    let jitter = RandomState::new().hash_one((salt, attempt)) % ceiling_us;
+    std::time::Duration::from_micros(ceiling_us / 2 + jitter / 2)
+}

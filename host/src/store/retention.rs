@@ -1,0 +1,93 @@
+//! Pruning what the host no longer needs, so tables do not grow forever:
+//! old audit rows, markers of handled messages, delivered or given-up
+//! messages, and events whose every delivery finished. Nothing pending is
+//! ever touched.
+
+use super::{Db, StoreError};
+
+/// How many rows one prune removed, per table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    /// Audit rows.
+    pub audit: u64,
+    /// Processed-message markers.
+    pub processed: u64,
+    /// Outbox rows.
+    pub outbox: u64,
+    /// Events, with their deliveries.
+    pub events: u64,
+}
+
+/// Cut-off times: rows older than these (ms since the epoch) go.
+#[derive(Debug, Clone, Copy)]
+pub struct Cutoffs {
+    /// For the audit log.
+    pub audit_ms: i64,
+    /// For processed-message markers.
+    pub processed_ms: i64,
+    /// For finished outbox rows.
+    pub outbox_ms: i64,
+    /// For finished events.
+    pub events_ms: i64,
+}
+
+/// Events older than `$1` with no delivery pending.
+macro_rules! finished_events {
+    () => {
+        "SELECT id FROM events e WHERE e.created_ms < $1 AND NOT EXISTS \
+         (SELECT 1 FROM event_deliveries d WHERE d.event_id = e.id AND d.state = 'pending')"
+    };
+}
+
+impl Db {
+    /// Removes rows older than `cut`; see the module docs.
+    pub async fn prune(&self, cut: Cutoffs) -> Result<Pruned, StoreError> {
+        let run = |sql: &'static str, before: i64| async move {
+            Ok::<u64, StoreError>(
+                sqlx::query(sql)
+                    .bind(before)
+                    .execute(&self.write)
+                    .await?
+                    .rows_affected(),
+            )
+        };
+        let audit = run("DELETE FROM audit_log WHERE at_ms < $1", cut.audit_ms).await?;
+        let processed = run(
+            "DELETE FROM processed_messages WHERE processed_ms < $1",
+            cut.processed_ms,
+        )
+        .await?;
+        let outbox = run(
+            "DELETE FROM outbox WHERE created_ms < $1 \
+             AND (delivered_ms IS NOT NULL OR given_up_ms IS NOT NULL)",
+            cut.outbox_ms,
+        )
+        .await?;
+        // Deliveries first: they point at their event.
+        let mut tx = self.begin().await?;
+        sqlx::query(concat!(
+            "DELETE FROM event_deliveries WHERE event_id IN (",
+            finished_events!(),
+            ")"
+        ))
+        .bind(cut.events_ms)
+        .execute(&mut *tx)
+        .await?;
+        let events = sqlx::query(concat!(
+            "DELETE FROM events WHERE id IN (",
+            finished_events!(),
+            ")"
+        ))
+        .bind(cut.events_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(Pruned {
+            audit,
+            processed,
+            outbox,
+            events,
+        })
+    }
+}

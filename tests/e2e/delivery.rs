@@ -1,0 +1,155 @@
+//! Output never stalls: a target that cannot be reached holds up no other
+//! room and is given up after a bound, on record and reported; a
+//! quarantined subscriber's backlog holds up no other subscriber; events
+//! from scheduled runs are delivered at once.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ikkyu::chat::console::{Console, RecordingSink, render};
+use ikkyu::chat::{BoxFuture, ChatError, ChatSink, Incoming};
+use ikkyu::clock::{ManualClock, SharedClock};
+use ikkyu::store::OutMessage;
+use ikkyu_e2e::{start_bot_at, start_bot_into};
+
+const START: i64 = 1_795_000_000_000;
+
+/// Records like [`RecordingSink`], but every send to a room whose id
+/// contains `dead` fails as a network error would.
+#[derive(Clone, Default)]
+struct DeadRoomSink {
+    ok: RecordingSink,
+    failures: Arc<AtomicU32>,
+}
+
+impl ChatSink for DeadRoomSink {
+    fn deliver<'a>(
+        &'a self,
+        key: &'a str,
+        message: &'a OutMessage,
+    ) -> BoxFuture<'a, Result<(), ChatError>> {
+        Box::pin(async move {
+            if render(message).starts_with("[to !dead") {
+                self.failures.fetch_add(1, Ordering::SeqCst);
+                return Err(ChatError {
+                    target: "!dead:local".into(),
+                    message: "connection reset".into(),
+                    permanent: false,
+                });
+            }
+            self.ok.deliver(key, message).await
+        })
+    }
+}
+
+async fn an_unreachable_room_holds_up_no_other(db_url: &str, data: &Path) -> anyhow::Result<()> {
+    let clock = Arc::new(ManualClock::new(START));
+    let shared: SharedClock = clock.clone();
+    let sink = DeadRoomSink::default();
+    let bot = start_bot_into(db_url, data, "", shared, Arc::new(sink.clone())).await?;
+    let console = Console::new(1);
+    let in_dead_room = Incoming {
+        room: "!dead:local".into(),
+        ..console.message("@bob:local", "!points", START)
+    };
+    bot.handle(&in_dead_room).await?;
+    assert_eq!(sink.failures.load(Ordering::SeqCst), 1);
+    // Another room is answered at once, again and again.
+    for _ in 0..3 {
+        bot.handle(&console.message("@bob:local", "!points", START))
+            .await?;
+        assert_eq!(sink.ok.take().len(), 1, "the console room is answered");
+    }
+    // Retries wait: flushing now does not hammer the dead room.
+    bot.flush().await?;
+    assert_eq!(sink.failures.load(Ordering::SeqCst), 1);
+    // Over time it is retried with growing delays, then given up and
+    // reported to the admins once.
+    for minute in 1..=60 {
+        clock.set(START + minute * 60_000);
+        bot.flush().await?;
+    }
+    let tries = sink.failures.load(Ordering::SeqCst);
+    assert_eq!(tries, 10, "given up after a bounded number of attempts");
+    let reported = sink.ok.take();
+    let notices: Vec<&String> = reported
+        .iter()
+        .filter(|r| {
+            r.starts_with("[direct to @root:local]") && r.contains("could not be delivered")
+        })
+        .collect();
+    assert_eq!(notices.len(), 1, "{reported:#?}");
+    let audit = bot.db.audit_recent(50).await?;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.kind == "delivery" && e.outcome == "error")
+    );
+    // Given up means no more tries.
+    clock.set(START + 24 * 3_600_000);
+    bot.flush().await?;
+    assert_eq!(sink.failures.load(Ordering::SeqCst), tries);
+    bot.shutdown().await;
+    Ok(())
+}
+
+async fn a_quarantined_subscriber_holds_up_no_other(
+    db_url: &str,
+    data: &Path,
+) -> anyhow::Result<()> {
+    let clock: SharedClock = Arc::new(ManualClock::new(START));
+    let (bot, sink) = start_bot_at(db_url, data, "", clock).await?;
+    let console = Console::new(2);
+    let table = bot.registry().current();
+    let points = table.plugin("points").expect("points is loaded");
+    assert!(points.health.failed(1), "points is quarantined");
+    // More pending deliveries to points than one pass reads.
+    for i in 0..120 {
+        let line = format!("!emit release.finished {{\"initiator\": \"@bob:local\", \"n\": {i}}}");
+        bot.handle(&console.message("@root:local", &line, START))
+            .await?;
+    }
+    bot.handle(&console.message("@root:local", "!emit test.after {}", START))
+        .await?;
+    sink.take();
+    bot.handle(&console.message("@root:local", "!seen", START))
+        .await?;
+    assert_eq!(sink.take(), vec!["seen 1 events".to_owned()]);
+    bot.shutdown().await;
+    Ok(())
+}
+
+async fn a_scheduled_run_delivers_its_events(db_url: &str, data: &Path) -> anyhow::Result<()> {
+    let clock = Arc::new(ManualClock::new(START));
+    let shared: SharedClock = clock.clone();
+    let (bot, sink) = start_bot_at(db_url, data, "", shared).await?;
+    let console = Console::new(3);
+    bot.handle(&console.message("@root:local", "!emit-later test.tick", START))
+        .await?;
+    sink.take();
+    clock.set(START + 61_000);
+    let pass = bot.run_due_schedules().await?;
+    assert_eq!(pass.fired, 1, "{pass:?}");
+    bot.handle(&console.message("@root:local", "!seen", START + 61_000))
+        .await?;
+    assert_eq!(sink.take(), vec!["seen 1 events".to_owned()]);
+    bot.shutdown().await;
+    Ok(())
+}
+
+on_both!(
+    an_unreachable_room_holds_up_no_other,
+    an_unreachable_room_holds_up_no_other_on_sqlite,
+    an_unreachable_room_holds_up_no_other_on_postgres
+);
+on_both!(
+    a_quarantined_subscriber_holds_up_no_other,
+    a_quarantined_subscriber_holds_up_no_other_on_sqlite,
+    a_quarantined_subscriber_holds_up_no_other_on_postgres
+);
+on_both!(
+    a_scheduled_run_delivers_its_events,
+    a_scheduled_run_delivers_its_events_on_sqlite,
+    a_scheduled_run_delivers_its_events_on_postgres
+);
