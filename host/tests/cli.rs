@@ -155,3 +155,47 @@ fn run_with_an_unreachable_homeserver_fails_with_the_url() {
         "{stderr}"
     );
 }
+
+/// A database that cannot be reached at start is waited for, with a log
+/// line that says so, instead of ending the bot.
+#[test]
+fn an_unreachable_database_at_start_is_waited_for() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = listener.local_addr().expect("address").port();
+    drop(listener);
+    std::fs::write(
+        dir.path().join("ikkyu.toml"),
+        format!(
+            "[database]\nurl = \"postgres://postgres@127.0.0.1:{port}/nothing\"\n[runtime]\nplugins_dir = {:?}\n",
+            plugins_dir()
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ikkyu"))
+        .current_dir(dir.path())
+        .args(["console", "--as", "@alice:local"])
+        .env("IKKYU_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ikkyu starts");
+    // The first try gives up after the pool's 3 s acquire timeout.
+    #[allow(clippy::disallowed_methods)] // a plain test thread, no runtime to block
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    let still_running = child.try_wait().expect("status").is_none();
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("ikkyu exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(still_running, "ikkyu ended: {stderr}");
+    assert!(
+        stderr.contains("opening the database failed") && stderr.contains("retrying"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("opening the database failed").count(),
+        1,
+        "logged once: {stderr}"
+    );
+}

@@ -507,3 +507,67 @@ async fn a_one_minute_announcement_arrives_in_the_room() -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_command_in_one_room_does_not_hold_up_another() -> anyhow::Result<()> {
+    let s = scene("slowroom", false, "call_timeout = \"20s\"", "").await?;
+    let other = s
+        .human
+        .create_room(&[&s.bot.account.user_id], false)
+        .await?;
+    s.human
+        .wait_membership(&other, &s.bot.account.user_id, MembershipState::Join, WAIT)
+        .await?;
+    let slow = s.human.say(&s.room, "!nap 8").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let quick = s.human.say(&other, "!points").await?;
+    s.human.reply_to(&quick, WAIT).await?;
+    let quick_took = started.elapsed();
+    assert!(
+        s.human.replies_to(&slow).is_empty(),
+        "the slow command is still running"
+    );
+    assert!(
+        quick_took < Duration::from_secs(6),
+        "the other room waited {quick_took:?}\nbot log:\n{}",
+        s.bot.log()
+    );
+    // The slow one is answered too, once, and the room's order is kept.
+    let after = s.human.say(&s.room, "!points").await?;
+    s.human.reply_to(&slow, WAIT).await?;
+    s.human.reply_to(&after, WAIT).await?;
+    let seen = s.human.seen();
+    let at = |id: &OwnedEventId| seen.iter().position(|m| m.in_reply_to.as_ref() == Some(id));
+    assert!(
+        at(&slow) < at(&after),
+        "answers in the order asked in the room"
+    );
+    assert_eq!(s.human.replies_to(&slow).len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoes_are_inert_and_rich_replies_are_commands() -> anyhow::Result<()> {
+    let s = scene("inert", false, "", "").await?;
+    // An unknown command full of markup and a room ping: echoed as code,
+    // with explicit empty mentions.
+    let (_, reply) = s
+        .command("!x`[click](https://evil.example)`<b>@room</b>")
+        .await?;
+    let html = reply.html.clone().unwrap_or_default();
+    assert!(reply.body.contains("unknown command"), "{}", reply.body);
+    assert!(!html.contains("<a href=\"https://evil"), "{html}");
+    assert!(!html.contains("<b>"), "{html}");
+    assert!(reply.mentions.is_empty(), "{:?}", reply.mentions);
+    // A command typed as a reply to another message (with the quote
+    // fallback clients add) is recognised.
+    let earlier = s.human.say(&s.room, "the build is red").await?;
+    let me = s.human.user_id().to_owned();
+    let body = format!("> <{me}> the build is red\n\n!points top");
+    let html = "<mx-reply><blockquote>the build is red</blockquote></mx-reply>!points top";
+    let id = s.human.say_reply(&s.room, &earlier, &body, html).await?;
+    let reply = s.human.reply_to(&id, WAIT).await?;
+    assert!(!reply.body.contains("unknown command"), "{}", reply.body);
+    Ok(())
+}

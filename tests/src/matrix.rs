@@ -223,6 +223,21 @@ impl Human {
             .event_id)
     }
 
+    /// Sends a reply to `to` as clients do: `text` with the quote
+    /// fallback already in it, and `html` with its `<mx-reply>` block.
+    pub async fn say_reply(
+        &self,
+        room: &Room,
+        to: &OwnedEventId,
+        text: &str,
+        html: &str,
+    ) -> anyhow::Result<OwnedEventId> {
+        use matrix_sdk::ruma::events::relation::{InReplyTo, Reply};
+        let mut content = RoomMessageEventContent::text_html(text, html);
+        content.relates_to = Some(Relation::Reply(Reply::new(InReplyTo::new(to.clone()))));
+        Ok(room.send(content).await?.response.event_id)
+    }
+
     /// Sends a message into the thread under `root`.
     pub async fn say_in_thread(
         &self,
