@@ -15,8 +15,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::Config;
+use crate::dispatch::CommandTable;
 use crate::runtime::{CallOutcome, CallState, LoadedPlugin, PluginError};
-use crate::store::{Commit, Db, OutMessage, Outcome, StoreError};
+use crate::store::{AuditRecord, Commit, Db, OutMessage, Outcome, StoreError};
 
 /// How many times a call whose reads went stale is re-run before giving up.
 const CONFLICT_RETRIES: u32 = 32;
@@ -162,6 +163,29 @@ impl Attempts {
             plugin.name, plugin.info.version, plugin.name
         );
         OutMessage::direct_to_each(self.config.admins(), &body)
+    }
+}
+
+/// The commit of a call that returned: everything it buffered (kv changes,
+/// messages after `first`, events at `depth` to their subscribers in
+/// `table`, schedule changes) with `audit` and the `processed` marker. The
+/// one constructor for every kind of call, which adds only its own part
+/// (a delivery's end, a run's next time).
+pub fn with_effects(
+    state: CallState,
+    table: &CommandTable,
+    depth: i64,
+    processed: Option<String>,
+    audit: AuditRecord,
+    first: Option<OutMessage>,
+) -> Commit {
+    let mut messages: Vec<OutMessage> = first.into_iter().collect();
+    messages.extend(state.messages);
+    Commit {
+        kv: Some(state.kv),
+        events: table.new_events(state.events, &state.plugin, depth),
+        schedules: state.schedules,
+        ..Commit::only_audit(processed, audit, messages)
     }
 }
 

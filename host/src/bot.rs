@@ -240,7 +240,7 @@ impl Bot {
                     }
                 }
             }
-            let wait = match self.scheduler.pass().await {
+            let wait = match backstop(self.scheduler.pass(), "a scheduler pass").await {
                 Ok(pass) => {
                     outage.over();
                     if pass.busy > 0 {
@@ -292,7 +292,7 @@ impl Bot {
     pub async fn run_delivery(&self) {
         let mut outage = Outage::new("delivering messages and events");
         loop {
-            let wait = match self.flush().await {
+            let wait = match backstop(self.flush(), "a delivery pass").await {
                 Ok(()) => {
                     outage.over();
                     self.next_retry_in().await
@@ -576,31 +576,24 @@ impl Call for DeliveryCall<'_> {
             .event(self.plugin, self.d.topic.clone(), self.d.payload.clone())
     }
 
-    fn returned(&self, value: Self::Value, state: CallState) -> Commit {
+    fn returned(&self, value: Self::Value, mut state: CallState) -> Commit {
         let (bot, d, plugin) = (self.bot, self.d, self.plugin);
         if let Err(message) = value {
             return bot.failed_delivery(d, Some(plugin), Outcome::Error, message, self.started);
         }
         let depth = d.depth + 1;
-        let events = if depth > MAX_EVENT_DEPTH {
-            if !state.events.is_empty() {
-                tracing::warn!(plugin = %plugin.name, "dropping events past depth {MAX_EVENT_DEPTH}");
-            }
-            Vec::new()
-        } else {
-            self.table.new_events(state.events, &plugin.name, depth)
-        };
+        if depth > MAX_EVENT_DEPTH && !state.events.is_empty() {
+            tracing::warn!(plugin = %plugin.name, "dropping events past depth {MAX_EVENT_DEPTH}");
+            state.events.clear();
+        }
         let audit = bot.event_audit(d, Some(plugin), Outcome::Ok, None, self.started);
         Commit {
-            kv: Some(state.kv),
-            events,
             delivery: Some(DeliveryUpdate::Done {
                 event_id: d.event_id,
                 plugin: d.plugin.clone(),
                 attempts: d.attempts,
             }),
-            schedules: state.schedules,
-            ..Commit::only_audit(None, audit, state.messages)
+            ..crate::attempt::with_effects(state, self.table, depth, None, audit, None)
         }
     }
 
@@ -615,6 +608,22 @@ impl Call for DeliveryCall<'_> {
         );
         commit.messages = notices;
         commit
+    }
+}
+
+/// Runs one pass of a loop that must outlive any bug in it: a panic in the
+/// pass becomes an error of that pass, logged and retried like any other.
+async fn backstop<T>(
+    pass: impl std::future::Future<Output = anyhow::Result<T>>,
+    what: &str,
+) -> anyhow::Result<T> {
+    use futures_util::FutureExt as _;
+    match std::panic::AssertUnwindSafe(pass).catch_unwind().await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::error!("{what} panicked; it is tried again");
+            Err(anyhow::anyhow!("{what} panicked"))
+        }
     }
 }
 

@@ -31,7 +31,8 @@ impl RoleName {
             Ok(Self(text.to_owned()))
         } else {
             Err(format!(
-                "{text:?} is not a role name (lowercase letters, digits and dashes)"
+                "{} is not a role name (lowercase letters, digits and dashes)",
+                crate::text::quoted(text)
             ))
         }
     }

@@ -10,8 +10,8 @@ fn plugins_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins")
 }
 
-fn ikkyu(dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ikkyu"))
+fn spawn(dir: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ikkyu"))
         .current_dir(dir)
         .args(args)
         .env("IKKYU_LOG", "warn")
@@ -19,7 +19,11 @@ fn ikkyu(dir: &Path, args: &[&str], stdin: &str) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("ikkyu starts");
+        .expect("ikkyu starts")
+}
+
+fn ikkyu(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = spawn(dir, args);
     child
         .stdin
         .take()
@@ -172,15 +176,7 @@ fn an_unreachable_database_at_start_is_waited_for() {
         ),
     )
     .expect("write config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ikkyu"))
-        .current_dir(dir.path())
-        .args(["console", "--as", "@alice:local"])
-        .env("IKKYU_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ikkyu starts");
+    let mut child = spawn(dir.path(), &["console", "--as", "@alice:local"]);
     // The first try gives up after the pool's 3 s acquire timeout.
     #[allow(clippy::disallowed_methods)] // a plain test thread, no runtime to block
     std::thread::sleep(std::time::Duration::from_secs(7));

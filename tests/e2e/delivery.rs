@@ -3,37 +3,55 @@
 //! quarantined subscriber's backlog holds up no other subscriber; events
 //! from scheduled runs are delivered at once.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
-use ikkyu::chat::console::{Console, RecordingSink, render};
+use ikkyu::chat::console::{Console, RecordingSink};
 use ikkyu::chat::{BoxFuture, ChatError, ChatSink, Incoming};
 use ikkyu::clock::{ManualClock, SharedClock};
-use ikkyu::store::OutMessage;
+use ikkyu::store::{AuditRecord, Commit, Decision, OutMessage, Outcome, Target};
 use ikkyu_e2e::{start_bot_at, start_bot_into};
 
 const START: i64 = 1_795_000_000_000;
 
 /// Records like [`RecordingSink`], but every send to a room whose id
-/// contains `dead` fails as a network error would.
+/// contains `dead`, or to a user on `dead.example`, fails as a network
+/// error would (a federated server that is down).
 #[derive(Clone, Default)]
-struct DeadRoomSink {
+struct DeadTargetSink {
     ok: RecordingSink,
-    failures: Arc<AtomicU32>,
+    /// Failed sends per target.
+    failures: Arc<Mutex<HashMap<String, u32>>>,
 }
 
-impl ChatSink for DeadRoomSink {
+impl DeadTargetSink {
+    fn failures(&self, target: &str) -> u32 {
+        self.failures
+            .lock()
+            .map(|f| f.get(target).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+impl ChatSink for DeadTargetSink {
     fn deliver<'a>(
         &'a self,
         key: &'a str,
         message: &'a OutMessage,
     ) -> BoxFuture<'a, Result<(), ChatError>> {
         Box::pin(async move {
-            if render(message).starts_with("[to !dead") {
-                self.failures.fetch_add(1, Ordering::SeqCst);
+            let target = match &message.target {
+                Target::Room(r) if r.contains("dead") => Some(r.clone()),
+                Target::User(u) if u.ends_with(":dead.example") => Some(u.clone()),
+                _ => None,
+            };
+            if let Some(target) = target {
+                if let Ok(mut f) = self.failures.lock() {
+                    *f.entry(target.clone()).or_default() += 1;
+                }
                 return Err(ChatError {
-                    target: "!dead:local".into(),
+                    target,
                     message: "connection reset".into(),
                     permanent: false,
                 });
@@ -43,35 +61,59 @@ impl ChatSink for DeadRoomSink {
     }
 }
 
-async fn an_unreachable_room_holds_up_no_other(db_url: &str, data: &Path) -> anyhow::Result<()> {
+async fn an_unreachable_target_holds_up_no_other(db_url: &str, data: &Path) -> anyhow::Result<()> {
     let clock = Arc::new(ManualClock::new(START));
     let shared: SharedClock = clock.clone();
-    let sink = DeadRoomSink::default();
+    let sink = DeadTargetSink::default();
     let bot = start_bot_into(db_url, data, "", shared, Arc::new(sink.clone())).await?;
     let console = Console::new(1);
+    // A direct message to a user whose server is down, as a plugin or an
+    // admin notice would queue it, and a command in a room that cannot be
+    // reached.
+    let audit = AuditRecord {
+        at_ms: START,
+        kind: "command",
+        actor: "@root:local".into(),
+        room: None,
+        command: "dm".into(),
+        plugin: None,
+        plugin_version: None,
+        decision: Decision::NotChecked,
+        outcome: Outcome::Ok,
+        detail: None,
+        duration_us: 0,
+    };
+    let dm = OutMessage::direct_to_each(&["@x:dead.example".to_owned()], "hello");
+    bot.db.commit(&Commit::only_audit(None, audit, dm)).await?;
     let in_dead_room = Incoming {
         room: "!dead:local".into(),
         ..console.message("@bob:local", "!points", START)
     };
     bot.handle(&in_dead_room).await?;
-    assert_eq!(sink.failures.load(Ordering::SeqCst), 1);
+    assert_eq!(sink.failures("@x:dead.example"), 1);
+    assert_eq!(sink.failures("!dead:local"), 1);
     // Another room is answered at once, again and again.
     for _ in 0..3 {
         bot.handle(&console.message("@bob:local", "!points", START))
             .await?;
         assert_eq!(sink.ok.take().len(), 1, "the console room is answered");
     }
-    // Retries wait: flushing now does not hammer the dead room.
+    // Retries wait: flushing now does not hammer the dead targets.
     bot.flush().await?;
-    assert_eq!(sink.failures.load(Ordering::SeqCst), 1);
-    // Over time it is retried with growing delays, then given up and
+    assert_eq!(sink.failures("!dead:local"), 1);
+    // Over time each is retried with growing delays, then given up and
     // reported to the admins once.
     for minute in 1..=60 {
         clock.set(START + minute * 60_000);
         bot.flush().await?;
     }
-    let tries = sink.failures.load(Ordering::SeqCst);
-    assert_eq!(tries, 10, "given up after a bounded number of attempts");
+    for target in ["!dead:local", "@x:dead.example"] {
+        assert_eq!(
+            sink.failures(target),
+            10,
+            "{target}: a bounded number of attempts"
+        );
+    }
     let reported = sink.ok.take();
     let notices: Vec<&String> = reported
         .iter()
@@ -79,17 +121,23 @@ async fn an_unreachable_room_holds_up_no_other(db_url: &str, data: &Path) -> any
             r.starts_with("[direct to @root:local]") && r.contains("could not be delivered")
         })
         .collect();
-    assert_eq!(notices.len(), 1, "{reported:#?}");
+    assert_eq!(
+        notices.len(),
+        2,
+        "one notice per given-up message: {reported:#?}"
+    );
     let audit = bot.db.audit_recent(50).await?;
-    assert!(
+    assert_eq!(
         audit
             .iter()
-            .any(|e| e.kind == "delivery" && e.outcome == "error")
+            .filter(|e| e.kind == "delivery" && e.outcome == "error")
+            .count(),
+        2
     );
     // Given up means no more tries.
     clock.set(START + 24 * 3_600_000);
     bot.flush().await?;
-    assert_eq!(sink.failures.load(Ordering::SeqCst), tries);
+    assert_eq!(sink.failures("!dead:local"), 10);
     bot.shutdown().await;
     Ok(())
 }
@@ -139,9 +187,9 @@ async fn a_scheduled_run_delivers_its_events(db_url: &str, data: &Path) -> anyho
 }
 
 on_both!(
-    an_unreachable_room_holds_up_no_other,
-    an_unreachable_room_holds_up_no_other_on_sqlite,
-    an_unreachable_room_holds_up_no_other_on_postgres
+    an_unreachable_target_holds_up_no_other,
+    an_unreachable_target_holds_up_no_other_on_sqlite,
+    an_unreachable_target_holds_up_no_other_on_postgres
 );
 on_both!(
     a_quarantined_subscriber_holds_up_no_other,

@@ -151,8 +151,9 @@ impl Dispatcher {
                     Some(text) => text,
                     None => {
                         return Ok(Err(format!(
-                            "there is no command `{}{cmd}`; `{}help` lists them",
-                            self.prefix, self.prefix
+                            "there is no command {}; `{}help` lists them",
+                            crate::text::quoted(&format!("{}{cmd}", self.prefix)),
+                            self.prefix
                         )));
                     }
                 },

@@ -361,19 +361,14 @@ impl Dispatcher {
         reply: String,
         state: CallState,
     ) -> Commit {
-        let mut messages = vec![self.reply(req, reply)];
-        messages.extend(state.messages);
-        let events = req.table.new_events(state.events, &state.plugin, 0);
-        Commit {
-            kv: Some(state.kv),
-            events,
-            schedules: state.schedules,
-            ..Commit::only_audit(
-                Some(marker(&req.msg.id)),
-                self.audit(req, Some(owner), Decision::Allowed, Outcome::Ok, None),
-                messages,
-            )
-        }
+        crate::attempt::with_effects(
+            state,
+            &req.table,
+            0,
+            Some(marker(&req.msg.id)),
+            self.audit(req, Some(owner), Decision::Allowed, Outcome::Ok, None),
+            Some(self.reply(req, reply)),
+        )
     }
 }
 

@@ -225,9 +225,8 @@ impl Scheduler {
                 // here: the definition was checked when it was stored.
                 pass.failed += 1;
                 let detail = format!("cannot be read any more, removed: {e}");
-                return self
-                    .commit_failure(&run, None, Outcome::Error, detail, chrono_tz::Tz::UTC)
-                    .await;
+                let commit = self.failure(&run, None, Outcome::Error, detail, chrono_tz::Tz::UTC);
+                return Ok(self.db.commit_once(&commit).await?);
             }
         };
         let next = when.next_after(now);
@@ -298,20 +297,6 @@ impl Scheduler {
             fired: Some(run.fired(next_ms, due, outcome.as_str(), Some(detail.clone()))),
             ..Commit::only_audit(None, self.audit(run, outcome, Some(detail)), messages)
         }
-    }
-
-    /// Records a failed run that never reached the plugin; see
-    /// [`Scheduler::failure`].
-    async fn commit_failure(
-        &self,
-        run: &Run<'_>,
-        next: Option<(i64, i64)>,
-        outcome: Outcome,
-        detail: String,
-        zone: chrono_tz::Tz,
-    ) -> anyhow::Result<()> {
-        let commit = self.failure(run, next, outcome, detail, zone);
-        Ok(self.db.commit_once(&commit).await?)
     }
 
     fn audit(&self, run: &Run<'_>, outcome: Outcome, detail: Option<String>) -> AuditRecord {
@@ -393,14 +378,10 @@ impl Call for RunCall<'_> {
             let next = self.next.map(|n| (n, self.due));
             return s.failure(self.run, next, Outcome::Error, message, self.zone);
         }
+        let audit = s.audit(self.run, Outcome::Ok, None);
         Commit {
-            kv: Some(state.kv),
-            events: self
-                .table
-                .new_events(state.events, &self.run.plugin.name, 0),
-            schedules: state.schedules,
             fired: Some(self.run.fired(self.next, self.due, "ok", None)),
-            ..Commit::only_audit(None, s.audit(self.run, Outcome::Ok, None), state.messages)
+            ..crate::attempt::with_effects(state, self.table, 0, None, audit, None)
         }
     }
 
