@@ -634,17 +634,31 @@ fn retry_delay_ms(attempts: i64) -> i64 {
     (1000i64 << shift).min(MAX_RETRY_DELAY_MS)
 }
 
-/// A database URL without its password, for messages.
+/// A database URL without its password, for messages: neither the one
+/// in `user:password@` nor a `password=` query parameter.
 pub fn redact(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => url.to_owned(),
+    };
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return url;
     };
     match rest.rsplit_once('@') {
         Some((creds, host)) => match creds.split_once(':') {
             Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_owned(),
+            None => url.clone(),
         },
-        None => url.to_owned(),
+        None => url.clone(),
     }
 }
 
@@ -657,5 +671,9 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(super::redact("sqlite:///x.db"), "sqlite:///x.db");
+        assert_eq!(
+            super::redact("postgres://h/db?user=u&password=hunter2&sslmode=require"),
+            "postgres://h/db?user=u&password=***&sslmode=require"
+        );
     }
 }

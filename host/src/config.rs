@@ -314,9 +314,14 @@ impl Default for RetentionConfig {
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Host interfaces the plugin may import: `chat`, `kv`, `events`,
-    /// `schedule`, `directory`, `config`, `log`.
+    /// `schedule`, `directory`, `config`, `log`; and `direct`, sending
+    /// direct messages (with `chat`).
     #[serde(default)]
     pub grants: BTreeSet<String>,
+    /// With the `direct` grant: the users (`@a:example.org`) or servers
+    /// (`:example.org`) it may message; empty is anyone.
+    #[serde(default)]
+    pub direct_to: BTreeSet<String>,
     /// Rooms the plugin may post in besides the room of the command; `"*"`
     /// is every room the bot is in (for plugins whose job is posting where
     /// an admin tells them, like announcements).
@@ -336,12 +341,14 @@ pub const GRANTABLE: &[&str] = &[
     "directory",
     "config",
     "log",
+    "direct",
 ];
 
 /// A value that may be written in the file or read from the environment or
-/// a file, so secrets need not be committed with the config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// a file, so secrets need not be committed with the config. Its `Debug`
+/// never shows a written value, and a table with any key but `env` or
+/// `file` is an error, like every other unknown key.
+#[derive(Clone)]
 pub enum Secret {
     /// `key = "value"`
     Plain(String),
@@ -357,7 +364,62 @@ pub enum Secret {
     },
 }
 
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Plain(_) => f.write_str("Secret(***)"),
+            Secret::Env { env } => f.debug_struct("Secret").field("env", env).finish(),
+            Secret::File { file } => f.debug_struct("Secret").field("file", file).finish(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let how = "write a secret as \"value\", { env = \"NAME\" } or { file = \"path\" }";
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(Secret::Plain(s)),
+            toml::Value::Table(t) => {
+                let mut keys = t.keys();
+                match (
+                    keys.next().map(String::as_str),
+                    keys.next(),
+                    t.values().next(),
+                ) {
+                    (Some("env"), None, Some(toml::Value::String(env))) => {
+                        Ok(Secret::Env { env: env.clone() })
+                    }
+                    (Some("file"), None, Some(toml::Value::String(file))) => Ok(Secret::File {
+                        file: PathBuf::from(file),
+                    }),
+                    _ => {
+                        let names: Vec<&str> = t.keys().map(String::as_str).collect();
+                        Err(D::Error::custom(format!(
+                            "unexpected secret table with keys {names:?}; {how}"
+                        )))
+                    }
+                }
+            }
+            other => Err(D::Error::custom(format!(
+                "a secret cannot be a {}; {how}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
 impl Secret {
+    /// A `{ file = … }` relative to `base`, as the config says relative
+    /// paths are.
+    fn anchored(&mut self, base: &Path) {
+        if let Secret::File { file } = self
+            && file.is_relative()
+        {
+            *file = base.join(&*file);
+        }
+    }
+
     /// The secret's value; `key` is only for the error message.
     pub fn resolve(&self, key: &str) -> Result<String, ConfigError> {
         match self {
@@ -395,6 +457,19 @@ impl Config {
             message: e.to_string(),
         })?;
         config.base_dir = base_dir.to_path_buf();
+        config.database.url.anchored(base_dir);
+        if let Some(m) = &mut config.matrix {
+            for secret in [
+                &mut m.password,
+                &mut m.access_token,
+                &mut m.store_passphrase,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                secret.anchored(base_dir);
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -504,12 +579,22 @@ impl Config {
             );
         }
         for (name, plugin) in &self.plugins {
+            if let Some(bad) = plugin.direct_to.iter().find(|u| {
+                !(roles::is_user_id(u) || u.strip_prefix(':').is_some_and(|s| !s.is_empty()))
+            }) {
+                return invalid(
+                    format!("plugins.{name}.direct_to"),
+                    format!(
+                        "{bad:?} is neither a user id (@a:example.org) nor a server (:example.org)"
+                    ),
+                );
+            }
             for grant in &plugin.grants {
                 if !GRANTABLE.contains(&grant.as_str()) {
                     return invalid(
                         format!("plugins.{name}.grants"),
                         format!(
-                            "{grant:?} is not a host interface; allowed: {}",
+                            "{grant:?} is not a grant; allowed: {}",
                             GRANTABLE.join(", ")
                         ),
                     );
@@ -626,5 +711,24 @@ mod tests {
         let c = parse("[database]\nurl = { env = \"IKKYU_TEST_UNSET_VARIABLE\" }").expect("valid");
         let err = c.database_url().expect_err("unset").to_string();
         assert!(err.contains("IKKYU_TEST_UNSET_VARIABLE"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print_and_files_are_relative_to_the_config() {
+        let c = parse("[database]\nurl = \"postgres://u:hunter2@h/db\"").expect("valid");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let c = Config::parse(
+            "[database]\nurl = { file = \"db-url\" }",
+            Path::new("/etc/ikkyu/ikkyu.toml"),
+            Path::new("/etc/ikkyu"),
+        )
+        .expect("valid");
+        assert!(
+            matches!(&c.database.url, Secret::File { file } if file == Path::new("/etc/ikkyu/db-url")),
+            "{:?}",
+            c.database.url
+        );
+        let err = parse("[database]\nurl = { env = \"X\", typo = 1 }").expect_err("unknown key");
+        assert!(err.to_string().contains("typo"), "{err}");
     }
 }

@@ -42,20 +42,40 @@ pub struct Reloaded {
     pub new_version: String,
 }
 
+/// [`table::admit`](crate::dispatch::admit), with the refusals as load errors.
+fn admit(
+    builtins: &[crate::runtime::bindings::CommandSpec],
+    plugins: Vec<Arc<LoadedPlugin>>,
+) -> (Vec<Arc<LoadedPlugin>>, Vec<LoadError>) {
+    let (admitted, refused) = crate::dispatch::admit(builtins, plugins);
+    let errors = refused
+        .into_iter()
+        .map(|(p, message)| LoadError::Clash {
+            name: p.name.to_string(),
+            path: p.path.clone(),
+            message,
+        })
+        .collect();
+    (admitted, errors)
+}
+
 impl Registry {
     /// Loads every plugin in the configured folder. Files that fail are
     /// recorded and logged; the others serve.
     pub async fn load(runtime: Arc<Runtime>, config: Arc<Config>) -> anyhow::Result<Self> {
         let (loaded, failed) = runtime.load_dir(&config.plugins_dir(), &config).await?;
         let mut failures = BTreeMap::new();
-        for e in failed {
+        let (plugins, refused) = admit(
+            &Dispatcher::builtin_specs(),
+            loaded.into_iter().map(Arc::new).collect(),
+        );
+        for e in failed.into_iter().chain(refused) {
             tracing::error!("{e}");
             failures.insert(e.path().to_path_buf(), e.to_string());
         }
-        for p in &loaded {
+        for p in &plugins {
             tracing::info!(plugin = %p.name, version = %p.info.version, "loaded {:?}", p.path);
         }
-        let plugins = loaded.into_iter().map(Arc::new).collect();
         let table = CommandTable::new(Dispatcher::builtin_specs(), plugins);
         Ok(Self {
             runtime,
@@ -87,6 +107,12 @@ impl Registry {
     /// Reloads the plugin called `name` from the file it came from (or
     /// `<plugins_dir>/<name>.wasm`).
     pub async fn reload_named(&self, name: &str) -> Result<Reloaded, LoadError> {
+        // A name, never a path: `..` or `/srv/x` would load any file.
+        if crate::roles::RoleName::parse(name).is_err() {
+            return Err(LoadError::NotAName {
+                path: PathBuf::from(name),
+            });
+        }
         let path = match self.current().plugin(name) {
             Some(p) => p.path.clone(),
             None => self.config.plugins_dir().join(format!("{name}.wasm")),
@@ -123,13 +149,27 @@ impl Registry {
             .cloned()
             .collect();
         plugins.push(new.clone());
-        plugins.sort_by(|a, b| a.name.cmp(&b.name));
+        let (plugins, mut refused) = admit(&Dispatcher::builtin_specs(), plugins);
+        let mut failures = self
+            .failures
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(at) = refused.iter().position(|e| e.path() == new.path) {
+            // Refused beside the others: nothing changes, the old version
+            // (if any) keeps serving.
+            let e = refused.swap_remove(at);
+            tracing::error!("{e}");
+            failures.insert(path.to_path_buf(), e.to_string());
+            return Err(e);
+        }
+        failures.remove(path);
+        for e in refused {
+            tracing::error!("{e}");
+            failures.insert(e.path().to_path_buf(), e.to_string());
+        }
+        drop(failures);
         let table = Arc::new(CommandTable::new(Dispatcher::builtin_specs(), plugins));
         *self.table.write().unwrap_or_else(PoisonError::into_inner) = table;
-        self.failures
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(path);
         tracing::info!(plugin = %new.name, version = %new.info.version, "reloaded {path:?}");
         Ok(Reloaded {
             name: new.name.to_string(),

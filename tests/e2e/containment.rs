@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ikkyu::chat::console::Console;
-use ikkyu_e2e::{sqlite_url, start_bot};
+use ikkyu_e2e::{rss_kib, sqlite_url, start_bot};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_plugin_does_not_block_other_commands() -> anyhow::Result<()> {
@@ -84,17 +84,6 @@ async fn a_flood_gets_busy_replies_not_failures() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn greedy_plugins_leave_host_memory_bounded() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
@@ -103,6 +92,7 @@ async fn greedy_plugins_leave_host_memory_bounded() -> anyhow::Result<()> {
     let console = Console::new(3);
     bot.handle(&console.message("@alice:local", "!hog 128", 0))
         .await?;
+    let _alone = ikkyu_e2e::memory_test().await;
     let before = rss_kib();
     for _ in 0..40 {
         bot.handle(&console.message("@alice:local", "!hog 128", 0))

@@ -28,6 +28,7 @@ macro_rules! on_both {
 mod concurrency;
 mod containment;
 mod delivery;
+mod hostile;
 mod lifecycle;
 mod matrix;
 mod outage;

@@ -231,3 +231,22 @@ fn test_config(db_url: &str, data: &Path, plugins: &Path, extra: &str) -> anyhow
 pub fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("ikkyu.db").display())
 }
+
+/// This process's resident memory, in KiB (Linux).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Held by tests that measure this process's memory, so two of them never
+/// run at once and count each other's allocations.
+pub async fn memory_test() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}

@@ -286,11 +286,14 @@ impl Dispatcher {
                 )
             })
             .collect();
+        // File names only: where the host keeps its files is for the
+        // operator's log, not for the room.
+        let folder = format!("{}/", self.config.plugins_dir().display());
         lines.extend(
             self.registry
                 .failures()
                 .iter()
-                .map(|e| format!("- failed to load: {e}")),
+                .map(|e| format!("- failed to load: {}", e.replace(&folder, ""))),
         );
         if lines.is_empty() {
             return "no plugins are loaded".into();

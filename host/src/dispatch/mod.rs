@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use args::usage;
-pub use table::{CommandTable, Owner};
+pub use table::{CommandTable, Owner, admit};
 
 use crate::attempt::{Attempts, Call, Ran};
 use crate::chat::Incoming;

@@ -44,9 +44,10 @@ pub struct CommandTable {
 }
 
 impl CommandTable {
-    /// Built-ins first, then plugins in load order; a name already taken is
-    /// skipped with a warning, so a plugin can never shadow `!help` or
-    /// another plugin's command.
+    /// Built-ins first, then plugins in load order. The plugins come through
+    /// [`admit`], so no plugin command overlaps a built-in or another
+    /// plugin's command and none can shadow `!help` or another plugin; a
+    /// name already taken is still skipped with a warning, as a backstop.
     pub fn new(builtins: Vec<CommandSpec>, plugins: Vec<Arc<LoadedPlugin>>) -> Self {
         let mut table = Self {
             entries: Vec::new(),
@@ -174,6 +175,84 @@ fn topic_matches(pattern: &str, topic: &str) -> bool {
         Some(prefix) => topic.starts_with(prefix),
         None => pattern == topic,
     }
+}
+
+/// The plugins that may serve, and those refused with the reason.
+pub type Admitted = (Vec<Arc<LoadedPlugin>>, Vec<(Arc<LoadedPlugin>, String)>);
+
+/// Which plugins may serve together: a plugin whose command or alias
+/// overlaps a built-in's (`plugin reload points` would answer for
+/// `!plugin reload`), or another plugin's (one is a word-for-word prefix of
+/// the other), could answer commands meant for them, so it is refused.
+/// Between two plugins the one named after the first word of the clash
+/// keeps it (`points` keeps `points …`); otherwise the first by name does.
+/// The same set always gives the same answer, at start and on reload.
+pub fn admit(builtins: &[CommandSpec], mut plugins: Vec<Arc<LoadedPlugin>>) -> Admitted {
+    plugins.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut admitted: Vec<Arc<LoadedPlugin>> = Vec::new();
+    let mut refused = Vec::new();
+    'next: for p in plugins {
+        for name in names(&p.info.commands) {
+            for builtin in names(builtins) {
+                if overlaps(&name, &builtin) {
+                    let why = format!(
+                        "its command `{}` overlaps the built-in `{}`; choose a name that does not begin with a built-in's",
+                        name.join(" "),
+                        builtin.join(" ")
+                    );
+                    refused.push((p, why));
+                    continue 'next;
+                }
+            }
+        }
+        let mut evicted = Vec::new();
+        for q in &admitted {
+            let Some((first, mine, theirs)) = clash(&p.info.commands, &q.info.commands) else {
+                continue;
+            };
+            let why = |loser: &str, l: &str, winner: &str, w: &str| {
+                format!(
+                    "its command `{l}` overlaps `{w}` of plugin {winner}, which would let one answer for the other; \
+                     a plugin's commands may not begin with another plugin's (plugin {loser} is not served)"
+                )
+            };
+            if *p.name == first && *q.name != first {
+                evicted.push((q.clone(), why(&q.name, &theirs, &p.name, &mine)));
+            } else {
+                refused.push((p.clone(), why(&p.name, &mine, &q.name, &theirs)));
+                continue 'next;
+            }
+        }
+        admitted.retain(|q| !evicted.iter().any(|(e, _)| Arc::ptr_eq(e, q)));
+        refused.extend(evicted);
+        admitted.push(p);
+    }
+    (admitted, refused)
+}
+
+/// Every name and alias of `specs`, as words.
+fn names(specs: &[CommandSpec]) -> Vec<Vec<String>> {
+    specs
+        .iter()
+        .flat_map(|s| std::iter::once(&s.name).chain(&s.aliases))
+        .map(|n| n.split(' ').map(str::to_ascii_lowercase).collect())
+        .collect()
+}
+
+/// Whether one name is a word-for-word prefix of the other.
+fn overlaps(a: &[String], b: &[String]) -> bool {
+    let n = a.len().min(b.len());
+    a.get(..n) == b.get(..n)
+}
+
+/// The first overlap between two plugins' commands: its first word and
+/// both names.
+fn clash(mine: &[CommandSpec], theirs: &[CommandSpec]) -> Option<(String, String, String)> {
+    let theirs = names(theirs);
+    names(mine).into_iter().find_map(|m| {
+        let t = theirs.iter().find(|t| overlaps(&m, t))?;
+        Some((m.first()?.clone(), m.join(" "), t.join(" ")))
+    })
 }
 
 #[cfg(test)]

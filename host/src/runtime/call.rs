@@ -35,7 +35,7 @@ impl Runtime {
             self.db.clone(),
             self.directory.clone(),
             self.memory_bytes,
-            self.clock.now_ms(),
+            self.clock.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -76,6 +76,15 @@ impl Runtime {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(e))) if e.chain().any(crate::store::is_unavailable) => {
                 Err(PluginError::Unavailable(format!("{e:#}")))
+            }
+            // Every pooled instance slot in use: load, not the plugin's fault.
+            Ok(Ok(Err(e)))
+                if e.chain().any(|c| {
+                    c.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                        .is_some()
+                }) =>
+            {
+                Err(PluginError::Busy)
             }
             Ok(Ok(Err(e))) if store.data().limits.hit_memory_limit => {
                 Err(PluginError::OutOfMemory {

@@ -26,6 +26,14 @@ pub fn check(info: &PluginInfo) -> Result<(), String> {
         }
         check_command(cmd).map_err(|e| format!("command {:?}: {e}", cmd.name))?;
     }
+    for pattern in &info.subscriptions {
+        if !is_subscription(pattern) {
+            return Err(format!(
+                "subscription {pattern:?} must be a topic (`release.finished`) or a prefix of one \
+                 ending in `.*` (`release.*`); a bare `*` would receive every event"
+            ));
+        }
+    }
     let mut ids = BTreeSet::new();
     for spec in &info.schedules {
         if !ids.insert(spec.id.as_str()) {
@@ -39,6 +47,17 @@ pub fn check(info: &PluginInfo) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A topic, or a topic prefix ending in `.*`, in the characters topics
+/// use; never `*` alone.
+fn is_subscription(pattern: &str) -> bool {
+    let topic = pattern.strip_suffix(".*").unwrap_or(pattern);
+    !topic.is_empty()
+        && pattern.len() <= 128
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c))
 }
 
 fn is_command_name(name: &str) -> bool {

@@ -73,6 +73,21 @@ impl PluginError {
     }
 }
 
+/// Compiles `wasm` with `engine`, through `cache` when there is one.
+fn compile_with(
+    engine: &wasmtime::Engine,
+    cache: Option<&cache::Cache>,
+    wasm: &[u8],
+) -> wasmtime::Result<(wasmtime::component::Component, Source)> {
+    match cache {
+        Some(cache) => cache.component(engine, wasm),
+        None => Ok((
+            wasmtime::component::Component::new(engine, wasm)?,
+            Source::Compiled,
+        )),
+    }
+}
+
 /// The engine, the linker and the limits every call runs under.
 pub struct Runtime {
     engine: Engine,
@@ -100,13 +115,33 @@ impl Runtime {
         &self,
         wasm: &[u8],
     ) -> wasmtime::Result<(wasmtime::component::Component, Source)> {
-        match &self.cache {
-            Some(cache) => cache.component(&self.engine, wasm),
-            None => Ok((
-                wasmtime::component::Component::new(&self.engine, wasm)?,
-                Source::Compiled,
-            )),
-        }
+        compile_with(&self.engine, self.cache.as_ref(), wasm)
+    }
+
+    /// Reads and compiles the file at `path` on a blocking thread: a
+    /// compile takes Cranelift tenths of a second to seconds, which must
+    /// never stall a worker that answers chat.
+    async fn read_and_compile(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(wasmtime::component::Component, Source), LoadError> {
+        let (engine, cache, file) = (self.engine.clone(), self.cache.clone(), path.to_owned());
+        let invalid = |message: String| LoadError::Invalid {
+            path: path.into(),
+            message,
+        };
+        tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&file).map_err(|source| LoadError::Read {
+                path: file.clone(),
+                source,
+            })?;
+            compile_with(&engine, cache.as_ref(), &bytes).map_err(|e| LoadError::Invalid {
+                path: file.clone(),
+                message: format!("{e:#}"),
+            })
+        })
+        .await
+        .map_err(|e| invalid(format!("compiling it failed: {e}")))?
     }
 
     /// Builds the engine and linker from the config's `[runtime]`.

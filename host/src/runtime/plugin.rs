@@ -16,7 +16,8 @@ use crate::config::{Config, GRANTABLE};
 /// A plugin ready to be called: compiled and linked once, instantiated
 /// fresh for every call.
 pub struct LoadedPlugin {
-    /// Name from describe(); also the kv namespace and config key.
+    /// The file's name, which describe() must declare; also the kv
+    /// namespace and config key.
     pub name: Arc<str>,
     /// Everything describe() declared.
     pub info: PluginInfo,
@@ -26,6 +27,8 @@ pub struct LoadedPlugin {
     pub path: PathBuf,
     /// Failures in a row and quarantine.
     pub health: Health,
+    /// Unique to this load, so a reload is always told apart.
+    pub generation: u64,
     pub(super) pre: PluginPre<CallState>,
 }
 
@@ -79,6 +82,25 @@ pub enum LoadError {
         /// How describe() failed.
         error: PluginError,
     },
+    /// Its commands overlap a built-in's or another plugin's.
+    #[error("plugin {name:?} ({path:?}) is not served: {message}")]
+    Clash {
+        /// The plugin's name.
+        name: String,
+        /// The plugin file.
+        path: PathBuf,
+        /// Which commands overlap.
+        message: String,
+    },
+    /// What was asked to be reloaded is not a plugin name (a path, say).
+    #[error(
+        "{} is not a plugin name: write it as `!plugins` shows it (lowercase letters, digits and dashes)",
+        crate::text::quoted(&path.to_string_lossy())
+    )]
+    NotAName {
+        /// What was given, as typed.
+        path: PathBuf,
+    },
     /// Its declaration breaks a rule of the contract.
     #[error("plugin {name:?} ({path:?}) declares an invalid command: {message}")]
     BadDeclaration {
@@ -99,6 +121,8 @@ impl LoadError {
             | LoadError::Invalid { path, .. }
             | LoadError::NotGranted { path, .. }
             | LoadError::Describe { path, .. }
+            | LoadError::NotAName { path }
+            | LoadError::Clash { path, .. }
             | LoadError::BadDeclaration { path, .. } => path,
         }
     }
@@ -143,13 +167,7 @@ impl Runtime {
             path: path.into(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.into(),
-            source,
-        })?;
-        let (component, source) = self
-            .compile(&bytes)
-            .map_err(|e| invalid(format!("{e:#}")))?;
+        let (component, source) = self.read_and_compile(path).await?;
         tracing::debug!(?source, "compiled {path:?}");
         if let Some(other) = contract_versions(&component, &self.engine)
             .into_iter()
@@ -179,6 +197,7 @@ impl Runtime {
         let describe_grants = Arc::new(Grants {
             interfaces,
             rooms: BTreeSet::new(),
+            direct_to: BTreeSet::new(),
             config_json: config_json(named.config, &invalid)?,
         });
         let info = self
@@ -190,6 +209,15 @@ impl Runtime {
                 error,
             })?;
         let name = info.name.clone();
+        // The operator names a plugin by naming its file: grants, kv
+        // namespace, config and schedules follow that name, so a file may
+        // not claim another.
+        if *name != *file_name {
+            return Err(invalid(format!(
+                "it declares the plugin name {name:?}, but a plugin is named by its file: \
+                 rename the file to {name}.wasm if it is that plugin, or build it with the name {file_name:?}"
+            )));
+        }
         super::declaration::check(&info).map_err(|message| LoadError::BadDeclaration {
             name: name.clone(),
             path: path.into(),
@@ -213,13 +241,22 @@ impl Runtime {
             grants: Arc::new(Grants {
                 interfaces: section.grants,
                 rooms: section.rooms,
+                direct_to: section.direct_to,
                 config_json,
             }),
             path: path.into(),
             health: Health::default(),
+            generation: next_generation(),
             pre,
         })
     }
+}
+
+/// A number no other load in this process had: what tells a reloaded
+/// plugin from the version before it (an address could be reused).
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The version of `wit/plugin.wit` this host implements.

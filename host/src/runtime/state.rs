@@ -11,6 +11,7 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::clock::SharedClock;
 use crate::directory::Directory;
 use crate::store::{Db, KvChanges, OutMessage, ScheduleChange};
 
@@ -21,6 +22,9 @@ pub struct Grants {
     pub interfaces: BTreeSet<String>,
     /// Rooms it may post in besides the command's own.
     pub rooms: BTreeSet<String>,
+    /// With the `direct` grant, who it may message (users or `:server`s;
+    /// empty is anyone).
+    pub direct_to: BTreeSet<String>,
     /// The plugin's config section, as JSON.
     pub config_json: String,
 }
@@ -37,25 +41,42 @@ pub enum Phase {
 }
 
 /// Bounds on one store's memory and tables, and a record of whether a
-/// bound was hit so a trap can be reported as "out of memory".
+/// bound was hit so a trap can be reported as "out of memory". The memory
+/// bound is for the whole plugin instance: every linear memory it has
+/// counts toward it, so a component with several cannot multiply it.
 #[derive(Debug)]
 pub struct Limits {
     pub memory_bytes: usize,
     pub hit_memory_limit: bool,
+    /// Bytes of every memory of this store, together.
+    pub memory_used: usize,
 }
+
+/// Linear memories one plugin instance may have (a component built by
+/// wit-bindgen has one).
+const MAX_MEMORIES: usize = 4;
 
 impl wasmtime::ResourceLimiter for Limits {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let total = self
+            .memory_used
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory_bytes {
             self.hit_memory_limit = true;
             return Ok(false);
         }
+        self.memory_used = total;
         Ok(true)
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 
     fn table_growing(
@@ -75,6 +96,11 @@ pub const MAX_EFFECTS: usize = 10_000;
 pub const MAX_KEY: usize = 512;
 /// Largest kv value or message, in bytes.
 pub const MAX_VALUE: usize = 1 << 20;
+/// Bytes one call may hand the host in all (kv keys and values, deleted
+/// keys, scan prefixes, messages and their targets, events, schedule ids,
+/// payloads and expressions) and take back from scans: what it costs the
+/// host, outside the guest's own memory limit, is bounded too.
+pub const CALL_BUDGET: usize = 32 << 20;
 
 /// The `Store` data of one call.
 pub struct CallState {
@@ -101,6 +127,8 @@ pub struct CallState {
     pub now_ms: i64,
     /// Memory cap of this store.
     pub limits: Limits,
+    /// Bytes of [`CALL_BUDGET`] used so far.
+    pub spent: usize,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -123,8 +151,9 @@ impl CallState {
         db: Db,
         directory: Directory,
         memory_bytes: usize,
-        now_ms: i64,
+        clock: SharedClock,
     ) -> Self {
+        let now_ms = clock.now_ms();
         Self {
             kv: KvChanges {
                 namespace: plugin.to_string(),
@@ -139,13 +168,20 @@ impl CallState {
             events: Vec::new(),
             schedules: Vec::new(),
             now_ms,
+            spent: 0,
             limits: Limits {
                 memory_bytes,
                 hit_memory_limit: false,
+                memory_used: 0,
             },
             // No files, no environment, no network, no inherited stdio: a
-            // plugin reaches the world only through ikkyu's interfaces.
-            wasi: WasiCtx::builder().build(),
+            // plugin reaches the world only through ikkyu's interfaces. Its
+            // clocks are the host's, so time in tests and transcripts is
+            // the same for every plugin.
+            wasi: WasiCtx::builder()
+                .wall_clock(HostClock(clock.clone()))
+                .monotonic_clock(HostClock(clock))
+                .build(),
             table: ResourceTable::new(),
         }
     }
@@ -169,6 +205,21 @@ impl CallState {
         Ok(())
     }
 
+    /// Counts `bytes` against the call's budget; past it the call traps,
+    /// committing nothing.
+    pub fn charge(&mut self, bytes: usize, what: &str) -> wasmtime::Result<()> {
+        self.spent = self.spent.saturating_add(bytes);
+        if self.spent > CALL_BUDGET {
+            wasmtime::bail!(
+                "plugin {:?} handed the host more than {} MiB in one call (at {what}); \
+                 split the work over several calls",
+                self.plugin,
+                CALL_BUDGET >> 20
+            );
+        }
+        Ok(())
+    }
+
     /// Traps once a call has produced too many effects.
     pub fn count_effect(&self) -> wasmtime::Result<()> {
         let n =
@@ -180,6 +231,31 @@ impl CallState {
             );
         }
         Ok(())
+    }
+}
+
+/// The host's injected clock as WASI's wall and monotonic clocks.
+struct HostClock(SharedClock);
+
+impl wasmtime_wasi::HostWallClock for HostClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(1)
+    }
+
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::try_from(self.0.now_ms()).unwrap_or(0))
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for HostClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.0.now_ms())
+            .unwrap_or(0)
+            .saturating_mul(1_000_000)
     }
 }
 

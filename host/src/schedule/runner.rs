@@ -50,9 +50,9 @@ pub struct Scheduler {
     clock: SharedClock,
     config: Arc<Config>,
     attempts: Arc<Attempts>,
-    /// The loaded plugin whose declared schedules were last written, by
-    /// name (its address: a reload makes a new one).
-    synced: Mutex<HashMap<String, usize>>,
+    /// The load of each plugin whose declared schedules were last
+    /// written, by name (its generation: a reload makes a new one).
+    synced: Mutex<HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -127,7 +127,7 @@ impl Scheduler {
     /// next time), dropped ones removed; unchanged ones keep their state,
     /// so a restart neither repeats nor loses a run.
     async fn sync_declared(&self, plugin: &Arc<LoadedPlugin>) -> anyhow::Result<()> {
-        let address = Arc::as_ptr(plugin) as usize;
+        let address = plugin.generation;
         let seen = self
             .synced
             .lock()

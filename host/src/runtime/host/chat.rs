@@ -14,6 +14,7 @@ impl Host for CallState {
     ) -> wasmtime::Result<Result<(), String>> {
         self.require("chat")?;
         self.count_effect()?;
+        self.charge(room.len() + markdown.len(), "chat.send")?;
         if !is_room(&room) {
             return Ok(Err(format!(
                 "{} is not a room id or alias like !id:server or #name:server",
@@ -37,10 +38,27 @@ impl Host for CallState {
     ) -> wasmtime::Result<Result<(), String>> {
         self.require("chat")?;
         self.count_effect()?;
+        self.charge(user.len() + markdown.len(), "chat.direct")?;
         if !is_user_id(&user) {
             return Ok(Err(format!(
                 "{} is not a user id like @alice:example.org",
                 crate::text::quoted(&user)
+            )));
+        }
+        if !self.grants.interfaces.contains("direct") {
+            return Ok(Err(format!(
+                "not allowed to send direct messages; the operator can add \"direct\" to grants under [plugins.{}] (and limit it with direct_to = [...])",
+                self.plugin
+            )));
+        }
+        let server = user.split_once(':').map_or("", |(_, s)| s);
+        let allowed = self.grants.direct_to.is_empty()
+            || self.grants.direct_to.contains(&user)
+            || self.grants.direct_to.contains(&format!(":{server}"));
+        if !allowed {
+            return Ok(Err(format!(
+                "not allowed to send direct messages to {user}; the operator can add it to direct_to = [...] under [plugins.{}]",
+                self.plugin
             )));
         }
         Ok(self.push(Target::User(user), markdown))

@@ -8,6 +8,7 @@ impl Host for CallState {
     async fn emit(&mut self, topic: String, payload_json: String) -> wasmtime::Result<()> {
         self.require("events")?;
         self.count_effect()?;
+        self.charge(topic.len() + payload_json.len(), "events.emit")?;
         let topic_ok = !topic.is_empty()
             && topic.len() <= 128
             && topic

@@ -8,6 +8,7 @@ use crate::store::KvRow;
 impl Host for CallState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         self.require("kv")?;
+        self.charge(key.len(), "kv.get")?;
         check_key(&key)?;
         if let Some(written) = self.kv.writes.get(&key) {
             return Ok(written.clone());
@@ -24,6 +25,7 @@ impl Host for CallState {
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
         self.require("kv")?;
         self.count_effect()?;
+        self.charge(key.len() + value.len(), "kv.set")?;
         check_key(&key)?;
         if value.len() > MAX_VALUE {
             wasmtime::bail!("kv value of {key:?} is larger than {MAX_VALUE} bytes");
@@ -35,6 +37,7 @@ impl Host for CallState {
     async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
         self.require("kv")?;
         self.count_effect()?;
+        self.charge(key.len(), "kv.delete")?;
         check_key(&key)?;
         self.kv.writes.insert(key, None);
         Ok(())
@@ -42,8 +45,11 @@ impl Host for CallState {
 
     async fn scan(&mut self, prefix: String) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
         self.require("kv")?;
+        self.charge(prefix.len(), "kv.scan")?;
         check_key(&prefix)?;
         let rows = self.db.kv_scan(&self.kv.namespace, &prefix).await?;
+        let bytes: usize = rows.iter().map(|r| r.key.len() + r.value.len()).sum();
+        self.charge(bytes, "kv.scan")?;
         let digest = crate::store::scan_digest(rows.iter().map(|r| (r.key.as_str(), r.version)));
         self.kv.reads.scans.entry(prefix.clone()).or_insert(digest);
         Ok(overlay(rows, &self.kv.writes, &prefix))

@@ -10,6 +10,7 @@ const MAX_LINE: usize = 4096;
 impl Host for CallState {
     async fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         self.require("log")?;
+        self.charge(message.len(), "log.write")?;
         let cut = message
             .char_indices()
             .nth(MAX_LINE)

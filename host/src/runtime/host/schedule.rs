@@ -18,6 +18,7 @@ impl Host for CallState {
     async fn add(&mut self, spec: ScheduleSpec) -> wasmtime::Result<Result<(), String>> {
         self.require("schedule")?;
         self.count_effect()?;
+        self.charge(spec_bytes(&spec), "schedule.add")?;
         let row = match schedule::row(&self.plugin, &spec, false, self.now_ms) {
             Ok(row) => row,
             Err(e) => return Ok(Err(e.0)),
@@ -35,6 +36,7 @@ impl Host for CallState {
     async fn remove(&mut self, id: String) -> wasmtime::Result<bool> {
         self.require("schedule")?;
         self.count_effect()?;
+        self.charge(id.len(), "schedule.remove")?;
         if !schedule::is_schedule_id(&id) {
             // No schedule can have this id, so there is nothing to remove.
             return Ok(false);
@@ -66,9 +68,22 @@ impl Host for CallState {
         after_ms: i64,
     ) -> wasmtime::Result<Result<Option<i64>, String>> {
         self.require("schedule")?;
+        self.charge(when_bytes(&when), "schedule.next")?;
         Ok(schedule::parse(&when)
             .map(|w| w.next_after(after_ms))
             .map_err(|e| e.0))
+    }
+}
+
+/// What a schedule definition costs the host to look at.
+fn spec_bytes(spec: &ScheduleSpec) -> usize {
+    spec.id.len() + spec.payload_json.len() + when_bytes(&spec.when)
+}
+
+fn when_bytes(when: &When) -> usize {
+    match when {
+        When::Cron(c) => c.expression.len() + c.zone.len(),
+        When::At(_) => 8,
     }
 }
 

@@ -2,46 +2,60 @@
 //! can drive other plugins' event handlers and prove that a failing call
 //! commits nothing. It also counts the `test.*` events delivered to it
 //! (`!seen`) and emits from a scheduled run (`!emit-later`), so tests can
-//! see deliveries flow. Built by the test setup; never loaded by default.
+//! see deliveries flow. With `declare = "<words>"` in its config it also
+//! declares a command of those words, as a hostile plugin trying to answer
+//! for a built-in or another plugin would. Built by the test setup; never
+//! loaded by default.
 
 // Natively (clippy, `cargo test --workspace`) nothing is exported.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use ikkyu_plugin_sdk::{
     ArgKind, Args, Command, CommandError, Firing, Info, Invocation, Plugin, PluginInfo, When, chat,
-    events, export_plugin, failed, kv, schedule, schedule_spec,
+    events, export_plugin, failed, kv, plugin_config, schedule, schedule_spec,
 };
 
 struct Emitter;
 
+/// The plugin's config.
+#[derive(Default, serde::Deserialize)]
+struct Settings {
+    /// An extra command to declare.
+    declare: Option<String>,
+}
+
 impl Plugin for Emitter {
     fn describe() -> PluginInfo {
-        Info::new("emitter", env!("CARGO_PKG_VERSION"))
-            .command(
-                Command::new("emit", "emit an event")
-                    .arg("topic", ArgKind::Word, "event topic")
-                    .arg("payload", ArgKind::Text, "JSON payload"),
-            )
-            .command(
-                Command::new("emit-then-fail", "write kv, send, emit, then fail")
-                    .arg("how", ArgKind::Word, "error or trap")
-                    .arg("topic", ArgKind::Word, "event topic")
-                    .arg("payload", ArgKind::Text, "JSON payload"),
-            )
-            .command(Command::new("emitted", "how many emits committed"))
-            .command(Command::new(
-                "seen",
-                "how many test.* events were delivered",
-            ))
-            .command(
-                Command::new("emit-later", "emit an event from a run one minute from now").arg(
-                    "topic",
-                    ArgKind::Word,
-                    "event topic",
-                ),
-            )
-            .subscribe("test.*")
-            .build()
+        let settings: Settings = plugin_config().unwrap_or_default();
+        let mut info = Info::new("emitter", env!("CARGO_PKG_VERSION"));
+        if let Some(words) = &settings.declare {
+            info = info.command(Command::new(words, "a command taken from the config"));
+        }
+        info.command(
+            Command::new("emit", "emit an event")
+                .arg("topic", ArgKind::Word, "event topic")
+                .arg("payload", ArgKind::Text, "JSON payload"),
+        )
+        .command(
+            Command::new("emit-then-fail", "write kv, send, emit, then fail")
+                .arg("how", ArgKind::Word, "error or trap")
+                .arg("topic", ArgKind::Word, "event topic")
+                .arg("payload", ArgKind::Text, "JSON payload"),
+        )
+        .command(Command::new("emitted", "how many emits committed"))
+        .command(Command::new(
+            "seen",
+            "how many test.* events were delivered",
+        ))
+        .command(
+            Command::new("emit-later", "emit an event from a run one minute from now").arg(
+                "topic",
+                ArgKind::Word,
+                "event topic",
+            ),
+        )
+        .subscribe("test.*")
+        .build()
     }
 
     fn handle_command(inv: Invocation, command: &str, args: Args) -> Result<String, CommandError> {

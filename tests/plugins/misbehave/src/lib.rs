@@ -8,8 +8,8 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use ikkyu_plugin_sdk::{
-    ArgKind, Args, Command, CommandError, Info, Invocation, Plugin, PluginInfo, export_plugin,
-    failed, kv,
+    ArgKind, Args, Command, CommandError, Info, Invocation, Plugin, PluginInfo, chat, cron,
+    export_plugin, failed, kv, schedule,
 };
 
 struct Misbehave;
@@ -36,6 +36,31 @@ impl Plugin for Misbehave {
                     .arg("value", ArgKind::Integer, "value"),
             )
             .command(Command::new("peek", "read a kv key").arg("key", ArgKind::Word, "key"))
+            .command(Command::new("now", "the time as std::time reads it"))
+            .command(Command::new("dm", "send a direct message").arg(
+                "user",
+                ArgKind::User,
+                "to whom",
+            ))
+            .command(
+                Command::new("flood", "write many large kv values in one call")
+                    .arg("n", ArgKind::Integer, "how many")
+                    .arg("kib", ArgKind::Integer, "KiB each"),
+            )
+            .command(
+                Command::new("bigdel", "delete a kv key of this many MiB").arg(
+                    "mib",
+                    ArgKind::Integer,
+                    "MiB",
+                ),
+            )
+            .command(
+                Command::new(
+                    "bigzone",
+                    "ask for the next run in a zone named with this many MiB",
+                )
+                .arg("mib", ArgKind::Integer, "MiB"),
+            )
             .build()
     }
 
@@ -67,6 +92,41 @@ impl Plugin for Misbehave {
                 Ok(format!("slept {secs}s"))
             }
             "boom" => panic!("misbehave crashed on purpose"),
+            "dm" => {
+                let user = args.text("user").unwrap_or_default();
+                chat::direct(user, "hello from misbehave").map_err(failed)?;
+                Ok(format!("sent to {user}"))
+            }
+            "flood" => {
+                let n = args.integer("n").unwrap_or(0);
+                let kib = usize::try_from(args.integer("kib").unwrap_or(0)).unwrap_or(0);
+                let value = vec![7u8; kib << 10];
+                for i in 0..n {
+                    kv::set(&format!("flood/{i}"), &value).map_err(failed)?;
+                }
+                Ok(format!("wrote {n} values"))
+            }
+            "bigdel" => {
+                let mib = usize::try_from(args.integer("mib").unwrap_or(0)).unwrap_or(0);
+                kv::delete(&"k".repeat(mib << 20));
+                Ok("deleted".into())
+            }
+            "bigzone" => {
+                let mib = usize::try_from(args.integer("mib").unwrap_or(0)).unwrap_or(0);
+                let when = cron("* * * * *", &"Z".repeat(mib << 20));
+                match schedule::next(&when, 0) {
+                    Ok(next) => Ok(format!("next {next:?}")),
+                    Err(e) => Err(failed(e)),
+                }
+            }
+            "now" => {
+                // The system clock, as a plugin that does not use the host's
+                // `now-ms` would read it.
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                Ok(format!("std::time says {ms}"))
+            }
             "noop" => Ok(String::new()),
             "poke" => {
                 let key = args.text("key").unwrap_or_default();

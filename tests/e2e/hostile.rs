@@ -1,0 +1,204 @@
+//! A hostile team's plugin dropped into the folder: it cannot take another
+//! plugin's name (and with it the grants, kv and schedules), answer for a
+//! built-in or another plugin's command, or make `!plugin reload` load a
+//! file from outside the plugins folder.
+
+use std::path::{Path, PathBuf};
+
+use ikkyu::bot::Bot;
+use ikkyu::chat::console::{Console, RecordingSink};
+use ikkyu_e2e::{plugins_dir, sqlite_url, start_bot_with};
+
+/// A private plugins folder holding `files`: (plugin built, file name).
+fn folder(data: &Path, files: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
+    let dir = data.join("plugins");
+    std::fs::create_dir_all(&dir)?;
+    for (plugin, file) in files {
+        std::fs::copy(
+            plugins_dir()?.join(format!("{plugin}.wasm")),
+            dir.join(file),
+        )?;
+    }
+    Ok(dir)
+}
+
+async fn say(bot: &Bot, sink: &RecordingSink, body: &str) -> anyhow::Result<String> {
+    // One console for the whole test process, so message ids never repeat.
+    static CONSOLE: std::sync::OnceLock<Console> = std::sync::OnceLock::new();
+    let console = CONSOLE.get_or_init(|| Console::new(7));
+    bot.handle(&console.message("@root:local", body, 0)).await?;
+    Ok(sink.take().join("\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_cannot_claim_another_plugins_name() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    // `aaa.wasm` sorts first and declares the name `emitter`.
+    let dir = folder(
+        data.path(),
+        &[("points", "points.wasm"), ("emitter", "aaa.wasm")],
+    )?;
+    let (bot, sink) = start_bot_with(&sqlite_url(data.path()), data.path(), &dir, "").await?;
+    let plugins = say(&bot, &sink, "!plugins").await?;
+    assert!(
+        plugins.contains("aaa.wasm") && plugins.contains("declares the plugin name \"emitter\""),
+        "{plugins}"
+    );
+    assert!(!plugins.contains("emitter 0.1.0 — ok"), "{plugins}");
+    assert!(
+        !plugins.contains(&dir.display().to_string()),
+        "no host paths in chat: {plugins}"
+    );
+    let points = say(&bot, &sink, "!points").await?;
+    assert!(points.contains("0 points"), "{points}");
+
+    // Another plugin's binary put in place of points.wasm does not replace
+    // points: the reload is refused and points keeps serving its data.
+    say(&bot, &sink, "!points give @bob:local 3 thanks").await?;
+    std::fs::copy(plugins_dir()?.join("emitter.wasm"), dir.join("points.wasm"))?;
+    let reload = say(&bot, &sink, "!plugin reload points").await?;
+    assert!(
+        reload.contains("reload failed") && reload.contains("declares the plugin name \"emitter\""),
+        "{reload}"
+    );
+    let bob = say(&bot, &sink, "!points @bob:local").await?;
+    assert!(bob.contains("@bob:local has 3 points"), "{bob}");
+    // And the folder watcher's path gets the same answer.
+    let watched = bot.registry().reload_path(&dir.join("aaa.wasm")).await;
+    assert!(watched.is_err());
+    bot.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_reload_takes_only_a_name() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let dir = folder(data.path(), &[("points", "points.wasm")])?;
+    // A component outside the folder, which a path could reach.
+    std::fs::copy(
+        plugins_dir()?.join("emitter.wasm"),
+        data.path().join("outside.wasm"),
+    )?;
+    let (bot, sink) = start_bot_with(&sqlite_url(data.path()), data.path(), &dir, "").await?;
+    for name in [
+        "../outside",
+        "../../outside",
+        &data.path().join("outside").display().to_string(),
+    ] {
+        let reply = say(&bot, &sink, &format!("!plugin reload {name}")).await?;
+        assert!(reply.contains("is not a plugin name"), "{name}: {reply}");
+    }
+    let plugins = say(&bot, &sink, "!plugins").await?;
+    assert!(!plugins.contains("emitter"), "{plugins}");
+    bot.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_answer_for_a_built_in_or_another_plugin() -> anyhow::Result<()> {
+    for (declare, clash) in [
+        (
+            "plugin reload points",
+            "overlaps the built-in `plugin reload`",
+        ),
+        ("help points", "overlaps the built-in `help`"),
+        ("points steal", "overlaps `points` of plugin points"),
+    ] {
+        let data = tempfile::tempdir()?;
+        let dir = folder(
+            data.path(),
+            &[("points", "points.wasm"), ("emitter", "emitter.wasm")],
+        )?;
+        let extra = format!("[plugins.emitter.config]\ndeclare = {declare:?}\n");
+        let (bot, sink) =
+            start_bot_with(&sqlite_url(data.path()), data.path(), &dir, &extra).await?;
+        let plugins = say(&bot, &sink, "!plugins").await?;
+        assert!(
+            plugins.contains("plugin \"emitter\"") && plugins.contains(clash),
+            "{declare}: {plugins}"
+        );
+        assert!(plugins.contains("points 0.1.0 — ok"), "{plugins}");
+        let reload = say(&bot, &sink, "!plugin reload points").await?;
+        assert!(reload.contains("reloaded points"), "{declare}: {reload}");
+        let points = say(&bot, &sink, "!points").await?;
+        assert!(points.contains("0 points"), "{declare}: {points}");
+        bot.shutdown().await;
+    }
+    // A name that overlaps nothing is served.
+    let data = tempfile::tempdir()?;
+    let dir = folder(
+        data.path(),
+        &[("points", "points.wasm"), ("emitter", "emitter.wasm")],
+    )?;
+    let extra = "[plugins.emitter.config]\ndeclare = \"emit-more\"\n";
+    let (bot, sink) = start_bot_with(&sqlite_url(data.path()), data.path(), &dir, extra).await?;
+    let plugins = say(&bot, &sink, "!plugins").await?;
+    assert!(plugins.contains("emitter 0.1.0 — ok"), "{plugins}");
+    bot.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_exhaust_the_host() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let extra = "quarantine_after = 1000";
+    let (bot, sink) = ikkyu_e2e::start_bot(&sqlite_url(data.path()), data.path(), extra).await?;
+    say(&bot, &sink, "!noop").await?;
+    let _alone = ikkyu_e2e::memory_test().await;
+    let before = ikkyu_e2e::rss_kib();
+    // 10,000 values of 1 MiB in one call: stopped at the call's budget,
+    // nothing of it committed.
+    // (As JSON each 1 MiB value is 2 MiB, over the value limit at once;
+    // 256 KiB ones reach the budget.)
+    for n in ["1024", "256", "256", "256", "256"] {
+        let flood = say(&bot, &sink, &format!("!flood 10000 {n}")).await?;
+        assert!(flood.contains("crashed"), "{flood}");
+    }
+    let peek = say(&bot, &sink, "!peek flood/0").await?;
+    assert_eq!(peek, "flood/0 = None");
+    // A 20 MiB key to delete, a 20 MiB zone name: refused before any work.
+    let del = say(&bot, &sink, "!bigdel 20").await?;
+    assert!(del.contains("crashed"), "{del}");
+    let zone = say(&bot, &sink, "!bigzone 20").await?;
+    assert!(zone.contains("at most 64 bytes"), "{zone}");
+    let grown_mib = ikkyu_e2e::rss_kib().saturating_sub(before) / 1024;
+    // Loose, since other tests share the process; unbounded buffering
+    // would have held gigabytes.
+    assert!(grown_mib < 400, "the host grew by {grown_mib} MiB");
+    let audit = bot.db.audit_recent(20).await?;
+    let details: Vec<String> = audit.iter().filter_map(|e| e.detail.clone()).collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("more than 32 MiB in one call")),
+        "{details:#?}"
+    );
+    assert!(
+        details.iter().any(|d| d.contains("is too long")),
+        "{details:#?}"
+    );
+    let points = say(&bot, &sink, "!points").await?;
+    assert!(
+        points.contains("0 points"),
+        "others are still served: {points}"
+    );
+    bot.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_need_their_own_grant() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let (bot, sink) = ikkyu_e2e::start_bot(&sqlite_url(data.path()), data.path(), "").await?;
+    let refused = say(&bot, &sink, "!dm @ceo:elsewhere.example").await?;
+    assert!(
+        refused.contains("not allowed to send direct messages"),
+        "{refused}"
+    );
+    assert!(
+        !refused.contains("[direct to"),
+        "nothing was sent: {refused}"
+    );
+    bot.shutdown().await;
+    Ok(())
+}
