@@ -571,9 +571,12 @@ impl Call for DeliveryCall<'_> {
     type Value = Result<(), String>;
 
     fn run(&self) -> impl std::future::Future<Output = CallOutcome<Self::Value>> + Send {
-        self.bot
-            .runtime
-            .event(self.plugin, self.d.topic.clone(), self.d.payload.clone())
+        self.bot.runtime.event(
+            self.plugin,
+            self.d.topic.clone(),
+            self.d.payload.clone(),
+            self.d.source_plugin.clone(),
+        )
     }
 
     fn returned(&self, value: Self::Value, mut state: CallState) -> Commit {

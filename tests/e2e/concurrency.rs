@@ -76,7 +76,8 @@ async fn a_message_is_answered_once(db_url: &str, data: &Path) -> anyhow::Result
 /// Concurrent commands each flush pending event deliveries; every event
 /// must still change points exactly once.
 async fn each_event_is_delivered_once(db_url: &str, data: &Path) -> anyhow::Result<()> {
-    let (bot, sink) = bot(db_url, data).await?;
+    let sources = "[plugins.points.config.sources]\nrelease = [\"emitter\"]\n";
+    let (bot, sink) = start_bot(db_url, data, sources).await?;
     let bot = Arc::new(bot);
     let console = Console::new(3);
     let n = 12;

@@ -15,7 +15,8 @@ use ikkyu_e2e::proxy::Proxy;
 use ikkyu_e2e::{TempPostgres, postgres_url, start_bot_at};
 
 const START: i64 = 1_795_000_000_000;
-const AWARDS: &str = "[plugins.points.config.awards]\n\"release.finished\" = 7\n";
+const AWARDS: &str = "[plugins.points.config.awards]\n\"release.finished\" = 7\n\
+                      [plugins.points.config.sources]\nrelease = [\"emitter\"]\n";
 
 /// Asks `body` until the reply contains `want` (deliveries run beside).
 async fn eventually(bot: &Bot, sink: &RecordingSink, body: &str, want: &str) -> anyhow::Result<()> {

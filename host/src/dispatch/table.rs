@@ -136,9 +136,11 @@ impl CommandTable {
     }
 
     /// Plugins subscribed to `topic` (exact, or a `prefix.*` pattern).
-    pub fn subscribers(&self, topic: &str) -> Vec<String> {
+    pub fn subscribers(&self, topic: &str, source: &str) -> Vec<String> {
         self.plugins
             .iter()
+            // A plugin's own events reach it only if it asked for them.
+            .filter(|p| *p.name != *source || p.info.own_events)
             .filter(|p| p.info.subscriptions.iter().any(|s| topic_matches(s, topic)))
             .map(|p| p.name.to_string())
             .collect()
@@ -155,7 +157,7 @@ impl CommandTable {
         emitted
             .into_iter()
             .map(|(topic, payload)| NewEvent {
-                subscribers: self.subscribers(&topic),
+                subscribers: self.subscribers(&topic, source),
                 topic,
                 payload,
                 source_plugin: source.to_owned(),

@@ -174,18 +174,19 @@ impl Runtime {
         .await
     }
 
-    /// Delivers an event to `plugin`.
+    /// Delivers an event that `source` emitted to `plugin`.
     pub async fn event(
         &self,
         plugin: &LoadedPlugin,
         topic: String,
         payload: String,
+        source: String,
     ) -> CallOutcome<Result<(), String>> {
         self.instantiated(plugin, Phase::Background, move |store, instance| {
             Box::pin(async move {
                 instance
                     .ikkyu_plugin_guest()
-                    .call_handle_event(store, &topic, &payload)
+                    .call_handle_event(store, &topic, &payload, &source)
                     .await
             })
         })

@@ -14,6 +14,30 @@ pub type Awards = BTreeMap<String, i64>;
 pub struct Config {
     #[serde(default = "default_awards")]
     pub awards: Awards,
+    /// Per topic family (`release`, `deploy`: the topic up to its first
+    /// dot), the plugins whose events of that family award points, from
+    /// `[plugins.points.config.sources]`.
+    #[serde(default = "default_sources")]
+    pub sources: Sources,
+}
+
+/// Plugin names trusted per topic family.
+pub type Sources = BTreeMap<String, Vec<String>>;
+
+/// `release.*` from the release plugin, `deploy.*` from the deploy plugin.
+pub fn default_sources() -> Sources {
+    [("release", "release"), ("deploy", "deploy")]
+        .into_iter()
+        .map(|(family, plugin)| (family.to_owned(), vec![plugin.to_owned()]))
+        .collect()
+}
+
+/// Whether `source` may award points with `topic`.
+pub fn trusted(sources: &Sources, topic: &str, source: &str) -> bool {
+    let family = topic.split('.').next().unwrap_or_default();
+    sources
+        .get(family)
+        .is_some_and(|plugins| plugins.iter().any(|p| p == source))
 }
 
 /// The amounts used when the operator configures none.
@@ -159,6 +183,16 @@ mod tests {
                 (2, "@c:x".into(), 5)
             ]
         );
+    }
+
+    #[test]
+    fn only_configured_sources_are_trusted() {
+        let s = default_sources();
+        assert!(trusted(&s, "release.finished", "release"));
+        assert!(trusted(&s, "deploy.rolled-back", "deploy"));
+        assert!(!trusted(&s, "release.finished", "emitter"));
+        assert!(!trusted(&s, "deploy.finished", "release"));
+        assert!(!trusted(&s, "other.thing", "release"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod ledger;
 
 use ikkyu_plugin_sdk::{
     ArgKind, Args, Command, CommandError, Info, Invocation, Plugin, PluginInfo, export_plugin,
-    failed, kv, plugin_config, usage,
+    failed, kv, log_warn, plugin_config, usage,
 };
 use ledger::{Awards, Change, rank_of, top};
 
@@ -74,8 +74,17 @@ impl Plugin for Points {
         }
     }
 
-    fn handle_event(topic: &str, payload: serde_json::Value) -> Result<(), String> {
-        let awards: Awards = plugin_config::<ledger::Config>()?.awards;
+    fn handle_event(topic: &str, payload: serde_json::Value, source: &str) -> Result<(), String> {
+        let config = plugin_config::<ledger::Config>()?;
+        // Only the plugins the operator named may move points: anyone can
+        // emit a topic called release.finished.
+        if !ledger::trusted(&config.sources, topic, source) {
+            log_warn(&format!(
+                "ignored {topic} from plugin {source:?}, which is not a configured source"
+            ));
+            return Ok(());
+        }
+        let awards: Awards = config.awards;
         let Some(change) = ledger::change_for_event(&awards, topic, &payload) else {
             return Ok(());
         };

@@ -54,8 +54,14 @@ pub trait Plugin {
         args: Args,
     ) -> Result<String, CommandError>;
 
-    /// Reacts to an event the plugin subscribed to. The default ignores it.
-    fn handle_event(_topic: &str, _payload: serde_json::Value) -> Result<(), String> {
+    /// Reacts to an event the plugin subscribed to; `source` is the
+    /// plugin that emitted it, as the host recorded it. The default ignores
+    /// it.
+    fn handle_event(
+        _topic: &str,
+        _payload: serde_json::Value,
+        _source: &str,
+    ) -> Result<(), String> {
         Ok(())
     }
 
@@ -84,10 +90,10 @@ impl<P: Plugin> Guest for Exported<P> {
         P::handle_command(invocation, &command, Args::new(args))
     }
 
-    fn handle_event(topic: String, payload_json: String) -> Result<(), String> {
+    fn handle_event(topic: String, payload_json: String, source: String) -> Result<(), String> {
         let payload = serde_json::from_str(&payload_json)
             .map_err(|e| format!("event {topic:?} has a payload that is not JSON: {e}"))?;
-        P::handle_event(&topic, payload)
+        P::handle_event(&topic, payload, &source)
     }
 
     fn handle_schedule(firing: Firing) -> Result<(), String> {

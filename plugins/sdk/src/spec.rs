@@ -16,6 +16,7 @@ impl Info {
             version: version.to_owned(),
             commands: Vec::new(),
             subscriptions: Vec::new(),
+            own_events: false,
             schedules: Vec::new(),
         })
     }
@@ -29,6 +30,12 @@ impl Info {
     /// Subscribes to a topic (`release.finished`, or `release.*`).
     pub fn subscribe(mut self, topic: &str) -> Self {
         self.0.subscriptions.push(topic.to_owned());
+        self
+    }
+
+    /// Also receive the events this plugin emits itself (off by default).
+    pub fn own_events(mut self) -> Self {
+        self.0.own_events = true;
         self
     }
 

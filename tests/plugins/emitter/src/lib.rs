@@ -55,6 +55,7 @@ impl Plugin for Emitter {
             ),
         )
         .subscribe("test.*")
+        .own_events()
         .build()
     }
 
@@ -94,7 +95,11 @@ impl Plugin for Emitter {
         }
     }
 
-    fn handle_event(_topic: &str, _payload: serde_json::Value) -> Result<(), String> {
+    fn handle_event(
+        _topic: &str,
+        _payload: serde_json::Value,
+        _source: &str,
+    ) -> Result<(), String> {
         let n: u64 = kv::get("seen").map_err(|e| e.to_string())?.unwrap_or(0);
         kv::set("seen", &(n + 1)).map_err(|e| e.to_string())
     }
