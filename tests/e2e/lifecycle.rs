@@ -140,3 +140,31 @@ async fn compiled_plugins_come_from_the_cache() -> anyhow::Result<()> {
     assert_eq!(fourth, Source::Cache, "recompiling rewrote it privately");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compiled_cache_keeps_only_the_newest_files() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let compiled = data.path().join("compiled");
+    std::fs::create_dir_all(&compiled)?;
+    for i in 0..70 {
+        std::fs::write(compiled.join(format!("old-{i}.cwasm")), b"stale")?;
+    }
+    let config = Config::parse(
+        "[runtime]\ncache_dir = \"compiled\"\n",
+        Path::new("test.toml"),
+        data.path(),
+    )?;
+    let db = Db::open(&sqlite_url(data.path())).await?;
+    let _runtime = Runtime::new(
+        &config,
+        db.clone(),
+        Directory::new(db, Default::default()),
+        Arc::new(ikkyu::clock::SystemClock),
+    )?;
+    let left = std::fs::read_dir(&compiled)?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .count();
+    assert_eq!(left, 64, "old compiled files are evicted");
+    Ok(())
+}

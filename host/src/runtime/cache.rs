@@ -4,8 +4,10 @@
 //! Deserializing compiled code is trusting it completely, so only files
 //! this host wrote are ever read: the key is the SHA-256 of the `.wasm`
 //! plus the engine's compatibility hash, files are written atomically into
-//! a folder created for this purpose, and a file not owned by this user or
-//! writable by others is ignored and recompiled.
+//! a folder created for this purpose, and a file not owned by the user the
+//! host runs as (its effective uid, read from a file it just created) or
+//! writable by others is ignored and recompiled. The folder keeps the
+//! [`KEEP`] newest files; older ones are removed when it is opened.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
@@ -25,19 +27,39 @@ pub enum Source {
     Compiled,
 }
 
+/// Compiled files kept; a plugin folder rarely holds more than a few
+/// dozen versions worth keeping.
+pub const KEEP: usize = 64;
+
 /// A folder of compiled components.
 #[derive(Debug, Clone)]
 pub struct Cache {
     dir: PathBuf,
+    /// The user the host runs as: a file it creates is owned by it.
+    uid: u32,
 }
 
 impl Cache {
-    /// A cache in `dir`, created (private to this user) if missing.
+    /// A cache in `dir`, created (private to this user) if missing. A
+    /// folder that belongs to another user is refused: its files could
+    /// have been written by anyone who owns it.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        let uid = tempfile::NamedTempFile::new_in(dir)?
+            .as_file()
+            .metadata()?
+            .uid();
+        if std::fs::metadata(dir)?.uid() != uid {
+            return Err(std::io::Error::other(format!(
+                "{dir:?} belongs to another user (uid {} is not the host's {uid})",
+                std::fs::metadata(dir)?.uid()
+            )));
+        }
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        evict(dir, KEEP);
         Ok(Self {
             dir: dir.to_path_buf(),
+            uid,
         })
     }
 
@@ -53,7 +75,7 @@ impl Cache {
     /// The compiled component for `wasm`, from the cache when possible.
     pub fn component(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(Component, Source)> {
         let path = self.path_for(engine, wasm);
-        if trusted(&path)
+        if trusted(&path, self.uid)
             && let Some(component) = load(engine, &path)
         {
             return Ok((component, Source::Cache));
@@ -66,17 +88,31 @@ impl Cache {
     }
 }
 
-/// Owned by us and writable by nobody else.
-fn trusted(path: &Path) -> bool {
+/// Removes all but the `keep` most recently written compiled files.
+fn evict(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
+    for (_, old) in files.into_iter().skip(keep) {
+        if let Err(e) = std::fs::remove_file(&old) {
+            tracing::warn!("cannot remove the old compiled plugin {old:?}: {e}");
+        }
+    }
+}
+
+/// Owned by the host's user (`uid`) and writable by nobody else.
+fn trusted(path: &Path, uid: u32) -> bool {
     let Ok(meta) = std::fs::metadata(path) else {
         return false;
     };
-    // The cache folder was created (or chmod-ed) by this process, so its
-    // owner is this user.
-    let ours = std::fs::metadata(path.parent().unwrap_or(path))
-        .map(|m| m.uid())
-        .ok();
-    let ok = meta.is_file() && Some(meta.uid()) == ours && meta.mode() & 0o022 == 0;
+    let ok = meta.is_file() && meta.uid() == uid && meta.mode() & 0o022 == 0;
     if !ok {
         tracing::warn!(
             "ignoring cache file {path:?}: not owned by this user or writable by others"
