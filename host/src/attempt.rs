@@ -167,14 +167,14 @@ impl Attempts {
 }
 
 /// The commit of a call that returned: everything it buffered (kv changes,
-/// messages after `first`, events at `depth` to their subscribers in
-/// `table`, schedule changes) with `audit` and the `processed` marker. The
+/// messages after `first`, events at `depth` in the chain from `root` to
+/// their subscribers in `table`, schedule changes) with `audit` and the `processed` marker. The
 /// one constructor for every kind of call, which adds only its own part
 /// (a delivery's end, a run's next time).
 pub fn with_effects(
     state: CallState,
     table: &CommandTable,
-    depth: i64,
+    (depth, root): (i64, Option<i64>),
     processed: Option<String>,
     audit: AuditRecord,
     first: Option<OutMessage>,
@@ -183,7 +183,7 @@ pub fn with_effects(
     messages.extend(state.messages);
     Commit {
         kv: Some(state.kv),
-        events: table.new_events(state.events, &state.plugin, depth),
+        events: table.new_events(state.events, &state.plugin, depth, root),
         schedules: state.schedules,
         ..Commit::only_audit(processed, audit, messages)
     }

@@ -31,6 +31,9 @@ use crate::store::{
 /// Events emitted by event handlers may cause further events; past this
 /// depth they are dropped, so two plugins cannot ping-pong forever.
 const MAX_EVENT_DEPTH: i64 = 8;
+/// Events one chain (everything that descends from one command's or run's
+/// event) may grow to: fan-out is bounded, not only depth.
+const MAX_CHAIN_EVENTS: i64 = 1000;
 /// A delivery that failed this many times is given up and left on record.
 const MAX_DELIVERY_ATTEMPTS: i64 = 5;
 /// A message the chat network failed to take this many times is given up,
@@ -443,12 +446,14 @@ impl Bot {
                     // Kept pending; delivered once the plugin is reloaded.
                     break;
                 }
+                let chain = self.db.chain_size(d.root).await?;
                 let call = DeliveryCall {
                     bot: self,
                     d,
                     plugin,
                     table: &table,
                     started,
+                    room_in_chain: usize::try_from(MAX_CHAIN_EVENTS - chain).unwrap_or(0),
                 };
                 let salt = format!("event {} for {}", d.event_id, d.plugin);
                 match self.attempts.run(plugin, &salt, &call).await? {
@@ -565,6 +570,8 @@ struct DeliveryCall<'a> {
     plugin: &'a Arc<LoadedPlugin>,
     table: &'a crate::dispatch::CommandTable,
     started: Instant,
+    /// Events the chain of this delivery may still grow by.
+    room_in_chain: usize,
 }
 
 impl Call for DeliveryCall<'_> {
@@ -589,6 +596,15 @@ impl Call for DeliveryCall<'_> {
             tracing::warn!(plugin = %plugin.name, "dropping events past depth {MAX_EVENT_DEPTH}");
             state.events.clear();
         }
+        if state.events.len() > self.room_in_chain {
+            tracing::warn!(
+                plugin = %plugin.name,
+                "dropping {} events: the chain from event {} reached {MAX_CHAIN_EVENTS} events",
+                state.events.len() - self.room_in_chain,
+                d.root
+            );
+            state.events.truncate(self.room_in_chain);
+        }
         let audit = bot.event_audit(d, Some(plugin), Outcome::Ok, None, self.started);
         Commit {
             delivery: Some(DeliveryUpdate::Done {
@@ -596,7 +612,14 @@ impl Call for DeliveryCall<'_> {
                 plugin: d.plugin.clone(),
                 attempts: d.attempts,
             }),
-            ..crate::attempt::with_effects(state, self.table, depth, None, audit, None)
+            ..crate::attempt::with_effects(
+                state,
+                self.table,
+                (depth, Some(d.root)),
+                None,
+                audit,
+                None,
+            )
         }
     }
 

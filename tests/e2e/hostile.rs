@@ -202,3 +202,24 @@ async fn direct_messages_need_their_own_grant() -> anyhow::Result<()> {
     bot.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_storm_is_bounded() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let (bot, sink) = ikkyu_e2e::start_bot(&sqlite_url(data.path()), data.path(), "").await?;
+    // Each delivery emits 50 more, and the emitter receives its own events.
+    let started = std::time::Instant::now();
+    say(&bot, &sink, "!emit test.storm {\"fanout\": 50}").await?;
+    let seen = say(&bot, &sink, "!seen").await?;
+    let n: u64 = seen
+        .trim_start_matches("seen ")
+        .trim_end_matches(" events")
+        .parse()?;
+    // The first event and at most 1,000 descendants, not 50^8.
+    assert!((1000..=1001).contains(&n), "{seen}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    let points = say(&bot, &sink, "!points").await?;
+    assert!(points.contains("0 points"), "{points}");
+    bot.shutdown().await;
+    Ok(())
+}

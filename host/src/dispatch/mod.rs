@@ -364,7 +364,7 @@ impl Dispatcher {
         crate::attempt::with_effects(
             state,
             &req.table,
-            0,
+            (0, None),
             Some(marker(&req.msg.id)),
             self.audit(req, Some(owner), Decision::Allowed, Outcome::Ok, None),
             Some(self.reply(req, reply)),

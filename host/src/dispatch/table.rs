@@ -153,6 +153,7 @@ impl CommandTable {
         emitted: Vec<(String, String)>,
         source: &str,
         depth: i64,
+        root: Option<i64>,
     ) -> Vec<NewEvent> {
         emitted
             .into_iter()
@@ -162,6 +163,7 @@ impl CommandTable {
                 payload,
                 source_plugin: source.to_owned(),
                 depth,
+                root,
             })
             .collect()
     }

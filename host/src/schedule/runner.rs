@@ -381,7 +381,7 @@ impl Call for RunCall<'_> {
         let audit = s.audit(self.run, Outcome::Ok, None);
         Commit {
             fired: Some(self.run.fired(self.next, self.due, "ok", None)),
-            ..crate::attempt::with_effects(state, self.table, 0, None, audit, None)
+            ..crate::attempt::with_effects(state, self.table, (0, None), None, audit, None)
         }
     }
 

@@ -19,6 +19,9 @@ pub struct NewEvent {
     pub source_plugin: String,
     /// 0 for events from commands, +1 per event handler in between.
     pub depth: i64,
+    /// The first event of the chain this one descends from; none for an
+    /// event from a command or a run.
+    pub root: Option<i64>,
     /// Plugins to deliver it to.
     pub subscribers: Vec<String>,
 }
@@ -257,14 +260,15 @@ impl Db {
         }
         for e in &c.events {
             let id: i64 = sqlx::query_scalar(
-                "INSERT INTO events (created_ms, topic, payload, source_plugin, depth) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                "INSERT INTO events (created_ms, topic, payload, source_plugin, depth, root_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
             .bind(now)
             .bind(&e.topic)
             .bind(&e.payload)
             .bind(&e.source_plugin)
             .bind(e.depth)
+            .bind(e.root)
             .fetch_one(&mut *tx)
             .await
             .map_err(classify)?;

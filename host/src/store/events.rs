@@ -19,6 +19,8 @@ pub struct PendingDelivery {
     pub source_plugin: String,
     /// How many event handlers led to it.
     pub depth: i64,
+    /// The first event of its chain (itself, for a first event).
+    pub root: i64,
     /// Failed tries so far.
     pub attempts: i64,
 }
@@ -43,7 +45,8 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<PendingDelivery>, StoreError> {
         let rows = sqlx::query(
-            "SELECT d.event_id, d.plugin, e.topic, e.payload, e.source_plugin, e.depth, d.attempts \
+            "SELECT d.event_id, d.plugin, e.topic, e.payload, e.source_plugin, e.depth, d.attempts, \
+             COALESCE(e.root_id, e.id) \
              FROM event_deliveries d JOIN events e ON e.id = d.event_id \
              WHERE d.state = 'pending' AND d.plugin = $1 AND COALESCE(d.next_attempt_ms, 0) <= $2 \
              ORDER BY d.event_id LIMIT $3",
@@ -63,8 +66,19 @@ impl Db {
                 source_plugin: r.get(4),
                 depth: r.get(5),
                 attempts: r.get(6),
+                root: r.get(7),
             })
             .collect())
+    }
+
+    /// Events so far in the chain that started from event `root`.
+    pub async fn chain_size(&self, root: i64) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE root_id = $1")
+                .bind(root)
+                .fetch_one(&self.read)
+                .await?,
+        )
     }
 
     /// When the earliest delivery waiting on a retry is due, if any.

@@ -95,13 +95,19 @@ impl Plugin for Emitter {
         }
     }
 
-    fn handle_event(
-        _topic: &str,
-        _payload: serde_json::Value,
-        _source: &str,
-    ) -> Result<(), String> {
+    fn handle_event(_topic: &str, payload: serde_json::Value, _source: &str) -> Result<(), String> {
         let n: u64 = kv::get("seen").map_err(|e| e.to_string())?.unwrap_or(0);
-        kv::set("seen", &(n + 1)).map_err(|e| e.to_string())
+        kv::set("seen", &(n + 1)).map_err(|e| e.to_string())?;
+        // A storm on request: every event with a fan-out emits that many
+        // more, which (with own events) come back here.
+        let fanout = payload
+            .get("fanout")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        for _ in 0..fanout {
+            events::emit("test.storm", &payload.to_string());
+        }
+        Ok(())
     }
 
     fn handle_schedule(_firing: &Firing, payload: serde_json::Value) -> Result<(), String> {
