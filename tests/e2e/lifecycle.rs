@@ -109,21 +109,26 @@ async fn a_dropped_in_file_reloads_and_a_broken_one_keeps_the_old_version() -> a
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compiled_plugins_come_from_the_cache() -> anyhow::Result<()> {
-    let data = tempfile::tempdir()?;
+/// A runtime with its compiled cache in `<data>/compiled`.
+async fn cached_runtime(data: &Path) -> anyhow::Result<Runtime> {
     let config = Config::parse(
         "[runtime]\ncache_dir = \"compiled\"\n",
         Path::new("test.toml"),
-        data.path(),
+        data,
     )?;
-    let db = Db::open(&sqlite_url(data.path())).await?;
-    let runtime = Runtime::new(
+    let db = Db::open(&sqlite_url(data)).await?;
+    Runtime::new(
         &config,
         db.clone(),
         Directory::new(db, Default::default()),
         Arc::new(ikkyu::clock::SystemClock),
-    )?;
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_plugins_come_from_the_cache() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let runtime = cached_runtime(data.path()).await?;
     let wasm = std::fs::read(plugins_dir()?.join("points.wasm"))?;
     let (_, first) = runtime.compile(&wasm)?;
     let (_, second) = runtime.compile(&wasm)?;
@@ -149,18 +154,7 @@ async fn the_compiled_cache_keeps_only_the_newest_files() -> anyhow::Result<()> 
     for i in 0..70 {
         std::fs::write(compiled.join(format!("old-{i}.cwasm")), b"stale")?;
     }
-    let config = Config::parse(
-        "[runtime]\ncache_dir = \"compiled\"\n",
-        Path::new("test.toml"),
-        data.path(),
-    )?;
-    let db = Db::open(&sqlite_url(data.path())).await?;
-    let _runtime = Runtime::new(
-        &config,
-        db.clone(),
-        Directory::new(db, Default::default()),
-        Arc::new(ikkyu::clock::SystemClock),
-    )?;
+    let _runtime = cached_runtime(data.path()).await?;
     let left = std::fs::read_dir(&compiled)?
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
