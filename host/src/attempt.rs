@@ -162,7 +162,7 @@ impl Attempts {
             "plugin {} {} is quarantined after {failures} failures in a row; the last: {cause}. `{prefix}plugin reload {}` lifts it.",
             plugin.name, plugin.info.version, plugin.name
         );
-        OutMessage::direct_to_each(self.config.admins(), &body)
+        OutMessage::host_notice(self.config.admins(), &body)
     }
 }
 
@@ -179,8 +179,12 @@ pub fn with_effects(
     audit: AuditRecord,
     first: Option<OutMessage>,
 ) -> Commit {
-    let mut messages: Vec<OutMessage> = first.into_iter().collect();
-    messages.extend(state.messages);
+    let plugin = state.plugin.clone();
+    let messages = first
+        .into_iter()
+        .chain(state.messages)
+        .map(|m| m.from_plugin(&plugin))
+        .collect();
     Commit {
         kv: Some(state.kv),
         events: table.new_events(state.events, &state.plugin, depth, root),

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use tokio::sync::Mutex;
 
 use crate::attempt::{Attempts, Call, Ran};
-use crate::chat::{ChatSink, Incoming};
+use crate::chat::{ChatSink, Incoming, RoomKinds};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::directory::Directory;
@@ -103,12 +103,10 @@ impl Bot {
         };
         outage.over();
         let directory = Directory::new(db.clone(), config.roles.clone());
-        let runtime = Arc::new(Runtime::new(
-            &config,
-            db.clone(),
-            directory.clone(),
-            clock.clone(),
-        )?);
+        let runtime = Arc::new(
+            Runtime::new(&config, db.clone(), directory.clone(), clock.clone())?
+                .with_rooms(RoomKinds::of(sink.clone())),
+        );
         let registry = Arc::new(Registry::load(runtime.clone(), config.clone()).await?);
         let attempts = Arc::new(Attempts::new(db.clone(), config.clone()));
         let dispatcher = Dispatcher::new(
@@ -416,7 +414,7 @@ impl Bot {
                 "a message to {} could not be delivered after {attempts} attempts and was given up: {}",
                 e.target, e.message
             );
-            OutMessage::direct_to_each(self.config.admins(), &body)
+            OutMessage::host_notice(self.config.admins(), &body)
         };
         self.attempts
             .settle(&Commit::only_audit(None, audit, notices), &key)
@@ -532,7 +530,7 @@ impl Bot {
                 let body = format!(
                     "a new version of a plugin failed to load; the old version keeps serving: {e}"
                 );
-                let messages = OutMessage::direct_to_each(self.config.admins(), &body);
+                let messages = OutMessage::host_notice(self.config.admins(), &body);
                 (Outcome::Error, e.to_string(), messages)
             }
         };

@@ -91,6 +91,7 @@ async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
     let matrix = matrix_section(&config)?.clone();
     let client = connect(&config, &matrix).await?;
     let chat = Arc::new(MatrixChat::new(client.clone()));
+    let direct_joins = chat.direct_joins();
     let bot = Arc::new(Bot::start(&config, chat, clock).await?);
     let _watch = if config.runtime.watch {
         Some(crate::watch::start(bot.clone(), &config.plugins_dir())?)
@@ -103,7 +104,7 @@ async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
         plugins = bot.plugins().len(),
         "ikkyu is running on Matrix"
     );
-    let syncer = Arc::new(Syncer::new(client, bot.clone(), matrix)?);
+    let syncer = Arc::new(Syncer::new(client, bot.clone(), matrix, direct_joins)?);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
     let result = tokio::select! {

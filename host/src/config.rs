@@ -310,7 +310,7 @@ impl Default for RetentionConfig {
 }
 
 /// What the operator grants one plugin.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Host interfaces the plugin may import: `chat`, `kv`, `events`,
@@ -323,13 +323,36 @@ pub struct PluginConfig {
     #[serde(default)]
     pub direct_to: BTreeSet<String>,
     /// Rooms the plugin may post in besides the room of the command; `"*"`
-    /// is every room the bot is in (for plugins whose job is posting where
-    /// an admin tells them, like announcements).
+    /// is every group room the bot is in (for plugins whose job is posting
+    /// where an admin tells them, like announcements), never a
+    /// direct-message room unless that is listed by name.
     #[serde(default)]
     pub rooms: BTreeSet<String>,
     /// Free-form settings handed to the plugin as JSON.
     #[serde(default)]
     pub config: Option<toml::Table>,
+    /// What its kv namespace may hold (keys and values), in MiB; a command
+    /// that would store more is refused and changes nothing.
+    #[serde(default = "default_kv_quota_mb")]
+    pub kv_quota_mb: u64,
+}
+
+fn default_kv_quota_mb() -> u64 {
+    64
+}
+
+impl Default for PluginConfig {
+    /// What a plugin without a section gets: nothing granted, the default
+    /// quota.
+    fn default() -> Self {
+        Self {
+            grants: BTreeSet::new(),
+            direct_to: BTreeSet::new(),
+            rooms: BTreeSet::new(),
+            config: None,
+            kv_quota_mb: default_kv_quota_mb(),
+        }
+    }
 }
 
 /// The host interfaces a plugin can be granted.
@@ -579,6 +602,12 @@ impl Config {
             );
         }
         for (name, plugin) in &self.plugins {
+            if !(1..=1024 * 1024).contains(&plugin.kv_quota_mb) {
+                return invalid(
+                    format!("plugins.{name}.kv_quota_mb"),
+                    format!("{} is outside 1..=1048576", plugin.kv_quota_mb),
+                );
+            }
             if let Some(bad) = plugin.direct_to.iter().find(|u| {
                 !(roles::is_user_id(u) || u.strip_prefix(':').is_some_and(|s| !s.is_empty()))
             }) {

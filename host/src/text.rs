@@ -36,6 +36,22 @@ pub fn refusal(line: &str) -> Option<String> {
     ))
 }
 
+/// A size in bytes as people read it: `512 bytes`, `12 KiB`, `63.9 MiB`.
+pub fn size(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+    if bytes < KIB {
+        format!("{bytes} bytes")
+    } else if bytes < MIB {
+        format!("{} KiB", bytes.div_ceil(KIB))
+    } else {
+        // Tenths of a MiB, rounded down, so a full quota never reads as
+        // less than it is only by rounding up the figure below it.
+        let tenths = bytes.saturating_mul(10) / MIB;
+        format!("{}.{} MiB", tenths / 10, tenths % 10)
+    }
+}
+
 /// Control characters other than tab and line breaks: NUL, which
 /// PostgreSQL cannot store, and the escapes that drive terminals.
 fn is_forbidden(c: char) -> bool {
@@ -111,6 +127,16 @@ pub fn is_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(size(0), "0 bytes");
+        assert_eq!(size(1023), "1023 bytes");
+        assert_eq!(size(1025), "2 KiB");
+        assert_eq!(size(64 << 20), "64.0 MiB");
+        assert_eq!(size((64 << 20) - 1), "63.9 MiB");
+        assert_eq!(size(u64::MAX), "1759218604441.5 MiB");
+    }
 
     #[test]
     fn refusals_name_the_problem() {

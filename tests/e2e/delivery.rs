@@ -83,7 +83,7 @@ async fn an_unreachable_target_holds_up_no_other(db_url: &str, data: &Path) -> a
         detail: None,
         duration_us: 0,
     };
-    let dm = OutMessage::direct_to_each(&["@x:dead.example".to_owned()], "hello");
+    let dm = OutMessage::host_notice(&["@x:dead.example".to_owned()], "hello");
     bot.db.commit(&Commit::only_audit(None, audit, dm)).await?;
     let in_dead_room = Incoming {
         room: "!dead:local".into(),

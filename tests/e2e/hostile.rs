@@ -1,7 +1,9 @@
 //! A hostile team's plugin dropped into the folder: it cannot take another
 //! plugin's name (and with it the grants, kv and schedules), answer for a
-//! built-in or another plugin's command, or make `!plugin reload` load a
-//! file from outside the plugins folder.
+//! built-in or another plugin's command, make `!plugin reload` load a file
+//! from outside the plugins folder, exhaust the host's memory or disk,
+//! storm or forge events, post where it was not allowed or write as if it
+//! were the host.
 
 use std::path::{Path, PathBuf};
 
@@ -141,7 +143,8 @@ async fn a_plugin_cannot_answer_for_a_built_in_or_another_plugin() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_cannot_exhaust_the_host() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
-    let extra = "quarantine_after = 1000";
+    // Room in the plugin for a 50 MiB string and its copy.
+    let extra = "quarantine_after = 1000\nmemory_limit_mb = 256";
     let (bot, sink) = ikkyu_e2e::start_bot(&sqlite_url(data.path()), data.path(), extra).await?;
     say(&bot, &sink, "!noop").await?;
     let _alone = ikkyu_e2e::memory_test().await;
@@ -156,11 +159,15 @@ async fn a_plugin_cannot_exhaust_the_host() -> anyhow::Result<()> {
     }
     let peek = say(&bot, &sink, "!peek flood/0").await?;
     assert_eq!(peek, "flood/0 = None");
-    // A 20 MiB key to delete, a 20 MiB zone name: refused before any work.
+    // A 20 MiB key to delete, 20 and 50 MiB zone names: refused before any
+    // work.
     let del = say(&bot, &sink, "!bigdel 20").await?;
     assert!(del.contains("crashed"), "{del}");
     let zone = say(&bot, &sink, "!bigzone 20").await?;
     assert!(zone.contains("at most 64 bytes"), "{zone}");
+    // 50 MiB is past the call's budget before the host looks at it.
+    let zone = say(&bot, &sink, "!bigzone 50").await?;
+    assert!(zone.contains("crashed"), "{zone}");
     let grown_mib = ikkyu_e2e::rss_kib().saturating_sub(before) / 1024;
     // Loose, since other tests share the process; unbounded buffering
     // would have held gigabytes.
@@ -203,23 +210,157 @@ async fn direct_messages_need_their_own_grant() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the emitter has seen, from `!seen`.
+async fn seen(bot: &Bot, sink: &RecordingSink) -> anyhow::Result<u64> {
+    let seen = say(bot, sink, "!seen").await?;
+    Ok(seen
+        .trim_start_matches("seen ")
+        .trim_end_matches(" events")
+        .parse()?)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_storm_is_bounded() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
-    let (bot, sink) = ikkyu_e2e::start_bot(&sqlite_url(data.path()), data.path(), "").await?;
-    // Each delivery emits 50 more, and the emitter receives its own events.
+    let (bot, sink) = ikkyu_e2e::start_bot(
+        &sqlite_url(data.path()),
+        data.path(),
+        "quarantine_after = 1000",
+    )
+    .await?;
+    let _alone = ikkyu_e2e::memory_test().await;
+    let before = ikkyu_e2e::rss_kib();
+    // A delivery that emits 10,000 events (and counts what it saw) is over
+    // the effects one call may have: it fails whole, so nothing of it is
+    // kept and nothing descends from it.
+    say(&bot, &sink, "!emit test.storm {\"fanout\": 10000}").await?;
+    assert_eq!(seen(&bot, &sink).await?, 0);
+    let audit = bot.db.audit_recent(10).await?;
+    assert!(
+        audit.iter().any(|e| e
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("more than 10000 effects in one call"))),
+        "{audit:#?}"
+    );
+    // Each delivery emits 5,000 more, and the emitter receives its own
+    // events: the chain stops at the first event and 1,000 descendants,
+    // not 5,000^8.
     let started = std::time::Instant::now();
-    say(&bot, &sink, "!emit test.storm {\"fanout\": 50}").await?;
-    let seen = say(&bot, &sink, "!seen").await?;
-    let n: u64 = seen
-        .trim_start_matches("seen ")
-        .trim_end_matches(" events")
-        .parse()?;
-    // The first event and at most 1,000 descendants, not 50^8.
-    assert!((1000..=1001).contains(&n), "{seen}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    say(&bot, &sink, "!emit test.storm {\"fanout\": 5000}").await?;
+    let n = seen(&bot, &sink).await?;
+    assert!((1000..=1001).contains(&n), "seen {n}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(120));
+    let grown_mib = ikkyu_e2e::rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 400, "the host grew by {grown_mib} MiB");
     let points = say(&bot, &sink, "!points").await?;
     assert!(points.contains("0 points"), "{points}");
+    bot.shutdown().await;
+    Ok(())
+}
+
+/// A plugin that stores 16 MiB per command (keys count too) fits three
+/// times in its 64 MiB namespace; the fourth is refused and changes
+/// nothing, and a scan of more than the call's budget is refused too.
+/// Other plugins keep working.
+async fn a_full_namespace_refuses_more(db_url: &str, data: &Path) -> anyhow::Result<()> {
+    let (bot, sink) = ikkyu_e2e::start_bot(db_url, data, "").await?;
+    for from in [0, 16, 32] {
+        let stored = say(&bot, &sink, &format!("!fill {from}")).await?;
+        assert_eq!(stored, format!("stored fill/{from}..{}", from + 16));
+    }
+    let _alone = ikkyu_e2e::memory_test().await;
+    let before = ikkyu_e2e::rss_kib();
+    for _ in 0..3 {
+        let full = say(&bot, &sink, "!fill 48").await?;
+        assert_eq!(
+            full,
+            "misbehave's storage is full: it holds 48.0 MiB, and this would take it past its \
+             64.0 MiB quota (kv_quota_mb under [plugins.misbehave]); an admin can raise the \
+             quota, or the plugin's data can be removed with its own commands. \
+             This command changed nothing."
+        );
+    }
+    let grown_mib = ikkyu_e2e::rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 200, "the host grew by {grown_mib} MiB");
+    let peek = say(&bot, &sink, "!peek fill/48").await?;
+    assert_eq!(peek, "fill/48 = None");
+    // 48 MiB under one prefix is more than one call may take back.
+    let count = say(&bot, &sink, "!count fill/").await?;
+    assert!(count.contains("crashed"), "{count}");
+    let audit = bot.db.audit_recent(5).await?;
+    assert!(
+        audit.iter().any(|e| e
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("kv.scan of \"fill/\" matched more than"))),
+        "{audit:#?}"
+    );
+    let few = say(&bot, &sink, "!count fill/1").await?;
+    assert_eq!(few, "11 under fill/1", "fill/1, fill/10..fill/19");
+    // Overwriting with values of the same size does not grow it.
+    let again = say(&bot, &sink, "!fill 0").await?;
+    assert_eq!(again, "stored fill/0..16");
+    let points = say(&bot, &sink, "!points give @bob:local 2 thanks").await?;
+    assert!(
+        points.contains("@bob:local"),
+        "others still store: {points}"
+    );
+    bot.shutdown().await;
+    Ok(())
+}
+
+on_both!(
+    a_full_namespace_refuses_more,
+    a_full_namespace_refuses_more_on_sqlite,
+    a_full_namespace_refuses_more_on_postgres
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_room_is_not_a_direct_message_room() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let (bot, sink) = ikkyu_e2e::start_bot(&sqlite_url(data.path()), data.path(), "").await?;
+    // Bob talks to the bot alone in !bob-dm:local; announce has
+    // rooms = ["*"].
+    sink.mark_direct("!bob-dm:local");
+    let refused = say(&bot, &sink, "!announce !bob-dm:local you are fired").await?;
+    assert!(
+        refused.contains("it is a direct-message room, which rooms = [\"*\"] does not cover"),
+        "{refused}"
+    );
+    assert!(!refused.contains("[to !bob-dm:local]"), "{refused}");
+    let posted = say(&bot, &sink, "!announce !team:local stand-up at ten").await?;
+    assert!(
+        posted.contains("[to !team:local] stand-up at ten"),
+        "{posted}"
+    );
+    bot.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_release_events_award_nothing() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let (bot, sink) = ikkyu_e2e::start_bot(&sqlite_url(data.path()), data.path(), "").await?;
+    for topic in ["release.finished", "deploy.finished"] {
+        let forged = say(&bot, &sink, &format!("!forge {topic} @mallory:local")).await?;
+        assert_eq!(forged, format!("emitted {topic}"));
+    }
+    let mallory = say(&bot, &sink, "!points @mallory:local").await?;
+    assert!(mallory.contains("@mallory:local has 0 points"), "{mallory}");
+    bot.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_write_as_the_host() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let (bot, sink) = ikkyu_e2e::start_bot(&sqlite_url(data.path()), data.path(), "").await?;
+    let forged = say(&bot, &sink, "!impersonate").await?;
+    assert!(
+        forged.starts_with("misbehave: ikkyu: plugin points 0.1.0 is quarantined"),
+        "{forged}"
+    );
     bot.shutdown().await;
     Ok(())
 }

@@ -89,7 +89,7 @@ async fn a_dropped_in_file_reloads_and_a_broken_one_keeps_the_old_version() -> a
     std::fs::write(dir.join("points.wasm"), b"not a component")?;
     let mut seen = Vec::new();
     assert!(
-        wait_for(&sink, &mut seen, "[direct to @root:local] a new version of a plugin failed to load; the old version keeps serving").await,
+        wait_for(&sink, &mut seen, "[direct to @root:local] ikkyu: a new version of a plugin failed to load; the old version keeps serving").await,
         "{seen:#?}"
     );
     bot.handle(&console.message("@bob:local", "!points", 0))

@@ -509,6 +509,31 @@ async fn a_one_minute_announcement_arrives_in_the_room() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_room_means_group_rooms_not_direct_messages() -> anyhow::Result<()> {
+    let s = scene("stardm", false, "", "[roles]\nadmin = [\"$HUMAN\"]\n").await?;
+    let dm = s.human.create_dm(s.bot_id()).await?;
+    s.human
+        .wait_membership(&dm, s.bot_id(), MembershipState::Join, WAIT)
+        .await?;
+    let dm_id = dm.room_id().to_string();
+    let (_, reply) = s.command(&format!("!announce {dm_id} hello")).await?;
+    let reply = reply.body;
+    assert!(
+        reply.contains("it is a direct-message room, which rooms = [\"*\"] does not cover"),
+        "{reply}"
+    );
+    let bot = s.bot_id().to_owned();
+    assert!(
+        !s.human
+            .seen()
+            .iter()
+            .any(|m| m.room == dm.room_id() && m.sender == bot),
+        "nothing was posted in the direct-message room"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_command_in_one_room_does_not_hold_up_another() -> anyhow::Result<()> {
     let s = scene("slowroom", false, "call_timeout = \"20s\"", "").await?;
     let other = s

@@ -174,6 +174,12 @@ impl Human {
         Ok(self.client.create_room(request).await?)
     }
 
+    /// Opens a direct-message room with `user` (invited with `is_direct`),
+    /// as "Start chat" in a client does.
+    pub async fn create_dm(&self, user: &str) -> anyhow::Result<Room> {
+        Ok(self.client.create_dm(&UserId::parse(user)?).await?)
+    }
+
     /// Waits until `user` has `membership` in `room`, as this client sees it.
     pub async fn wait_membership(
         &self,

@@ -99,9 +99,18 @@ impl<W: AsyncWrite + Unpin + Send> ChatSink for WriterSink<W> {
 #[derive(Debug, Default, Clone)]
 pub struct RecordingSink {
     seen: Arc<std::sync::Mutex<Vec<String>>>,
+    direct_rooms: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl RecordingSink {
+    /// From now on `room` is a direct-message room, as if someone had
+    /// opened one with the bot.
+    pub fn mark_direct(&self, room: &str) {
+        if let Ok(mut rooms) = self.direct_rooms.lock() {
+            rooms.insert(room.to_owned());
+        }
+    }
+
     /// Takes everything delivered since the last call.
     pub fn take(&self) -> Vec<String> {
         self.seen
@@ -128,6 +137,12 @@ impl ChatSink for RecordingSink {
                 .push(render(message));
             Ok(())
         })
+    }
+
+    fn is_direct_room(&self, room: &str) -> bool {
+        self.direct_rooms
+            .lock()
+            .is_ok_and(|rooms| rooms.contains(room))
     }
 }
 

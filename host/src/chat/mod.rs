@@ -9,6 +9,7 @@ pub mod matrix;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::store::OutMessage;
 
@@ -59,4 +60,60 @@ pub trait ChatSink: Send + Sync {
         key: &'a str,
         message: &'a OutMessage,
     ) -> BoxFuture<'a, Result<(), ChatError>>;
+
+    /// Whether `room` (an id or an alias) is a direct-message room of the
+    /// bot's, which `rooms = ["*"]` does not cover. Answered from what the
+    /// adapter already holds, without a network round trip; a room it does
+    /// not know is not one.
+    fn is_direct_room(&self, _room: &str) -> bool {
+        false
+    }
+}
+
+/// The one question plugin calls may ask the chat adapter: which rooms are
+/// direct-message rooms. A handle rather than the sink itself, so nothing
+/// in a call can deliver before its commit.
+#[derive(Clone)]
+pub struct RoomKinds(Arc<dyn ChatSink>);
+
+impl RoomKinds {
+    /// Answers for `sink`.
+    pub fn of(sink: Arc<dyn ChatSink>) -> Self {
+        Self(sink)
+    }
+
+    /// Knows no direct-message rooms (benchmarks, tools without chat).
+    pub fn none() -> Self {
+        Self(Arc::new(NoChat))
+    }
+
+    /// See [`ChatSink::is_direct_room`].
+    pub fn is_direct(&self, room: &str) -> bool {
+        self.0.is_direct_room(room)
+    }
+}
+
+impl std::fmt::Debug for RoomKinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoomKinds")
+    }
+}
+
+/// A sink with no chat behind it, for [`RoomKinds::none`].
+struct NoChat;
+
+impl ChatSink for NoChat {
+    fn deliver<'a>(
+        &'a self,
+        _key: &'a str,
+        message: &'a OutMessage,
+    ) -> BoxFuture<'a, Result<(), ChatError>> {
+        Box::pin(async move {
+            Err(ChatError {
+                target: format!("{:?}", message.target),
+                message: "there is no chat here".into(),
+                permanent: true,
+            })
+        })
+    }
 }

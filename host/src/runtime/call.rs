@@ -28,15 +28,7 @@ pub struct CallOutcome<T> {
 
 impl Runtime {
     fn store(&self, name: Arc<str>, grants: Arc<Grants>, phase: Phase) -> Store<CallState> {
-        let state = CallState::new(
-            name,
-            grants,
-            phase,
-            self.db.clone(),
-            self.directory.clone(),
-            self.memory_bytes,
-            self.clock.clone(),
-        );
+        let state = CallState::new(name, grants, phase, &self.services, self.memory_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);

@@ -24,8 +24,9 @@ use wasmtime::component::Linker;
 pub use cache::Source;
 pub use call::CallOutcome;
 pub use plugin::{Health, LoadError, LoadedPlugin};
-pub use state::{CallState, Grants};
+pub use state::{CallState, Grants, Services};
 
+use crate::chat::RoomKinds;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::directory::Directory;
@@ -92,9 +93,7 @@ fn compile_with(
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
-    db: Db,
-    directory: Directory,
-    clock: SharedClock,
+    services: Services,
     timeout: Duration,
     memory_bytes: usize,
     calls: Arc<tokio::sync::Semaphore>,
@@ -110,6 +109,13 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
+    /// Lets calls ask `rooms` which rooms are direct-message rooms (for
+    /// `rooms = ["*"]`); without it none are.
+    pub fn with_rooms(mut self, rooms: RoomKinds) -> Self {
+        self.services.rooms = rooms;
+        self
+    }
+
     /// Compiles `wasm`, or takes it from the on-disk cache.
     pub fn compile(
         &self,
@@ -159,9 +165,12 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
-            db,
-            directory,
-            clock,
+            services: Services {
+                db,
+                directory,
+                clock,
+                rooms: RoomKinds::none(),
+            },
             timeout: config.runtime.call_timeout,
             memory_bytes,
             calls: Arc::new(tokio::sync::Semaphore::new(slots as usize)),

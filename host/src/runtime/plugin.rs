@@ -199,6 +199,7 @@ impl Runtime {
             rooms: BTreeSet::new(),
             direct_to: BTreeSet::new(),
             config_json: config_json(named.config, &invalid)?,
+            kv_quota: 0,
         });
         let info = self
             .describe(&pre, file_name.clone(), describe_grants)
@@ -243,6 +244,7 @@ impl Runtime {
                 rooms: section.rooms,
                 direct_to: section.direct_to,
                 config_json,
+                kv_quota: section.kv_quota_mb.saturating_mul(1 << 20),
             }),
             path: path.into(),
             health: Health::default(),

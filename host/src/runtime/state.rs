@@ -11,9 +11,23 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::chat::RoomKinds;
 use crate::clock::SharedClock;
 use crate::directory::Directory;
 use crate::store::{Db, KvChanges, OutMessage, ScheduleChange};
+
+/// What every call reaches outside its sandbox, shared by all of them.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// For kv reads.
+    pub db: Db,
+    /// For role questions.
+    pub directory: Directory,
+    /// The host's clock, which is also the plugins' WASI clock.
+    pub clock: SharedClock,
+    /// Which rooms are direct-message rooms.
+    pub rooms: RoomKinds,
+}
 
 /// The operator's grants for one plugin, fixed at load.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +41,8 @@ pub struct Grants {
     pub direct_to: BTreeSet<String>,
     /// The plugin's config section, as JSON.
     pub config_json: String,
+    /// Bytes its kv namespace may hold.
+    pub kv_quota: u64,
 }
 
 /// Why the plugin is being called; decides what it may do.
@@ -114,6 +130,8 @@ pub struct CallState {
     pub db: Db,
     /// For role questions.
     pub directory: Directory,
+    /// Which rooms are direct-message rooms.
+    pub rooms: RoomKinds,
     /// Buffered kv writes and the reads to validate.
     pub kv: KvChanges,
     /// Buffered chat messages.
@@ -148,22 +166,23 @@ impl CallState {
         plugin: Arc<str>,
         grants: Arc<Grants>,
         phase: Phase,
-        db: Db,
-        directory: Directory,
+        services: &Services,
         memory_bytes: usize,
-        clock: SharedClock,
     ) -> Self {
+        let clock = services.clock.clone();
         let now_ms = clock.now_ms();
         Self {
             kv: KvChanges {
                 namespace: plugin.to_string(),
+                quota: grants.kv_quota,
                 ..KvChanges::default()
             },
             plugin,
             grants,
             phase,
-            db,
-            directory,
+            db: services.db.clone(),
+            directory: services.directory.clone(),
+            rooms: services.rooms.clone(),
             messages: Vec::new(),
             events: Vec::new(),
             schedules: Vec::new(),

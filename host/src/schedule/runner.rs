@@ -292,7 +292,7 @@ impl Scheduler {
                 None => "\nit will not run again".into(),
             }
         );
-        let messages = OutMessage::direct_to_each(self.config.admins(), &body);
+        let messages = OutMessage::host_notice(self.config.admins(), &body);
         Commit {
             fired: Some(run.fired(next_ms, due, outcome.as_str(), Some(detail.clone()))),
             ..Commit::only_audit(None, self.audit(run, outcome, Some(detail)), messages)

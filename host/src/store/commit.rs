@@ -127,18 +127,22 @@ impl Commit {
     /// What is left of `self` when the database refused it for what is in
     /// it (`why`): the processed marker, the schedule's move and the
     /// delivery's end still commit, with an audit row saying so and a
-    /// plain reply to the command, so the message or run is done once and
-    /// nothing replays it forever.
-    pub fn minimal(&self, why: &str) -> Self {
+    /// reply to the command (`reply`, or a plain one), so the message or
+    /// run is done once and nothing replays it forever.
+    pub fn minimal(&self, why: &str, reply: Option<&str>) -> Self {
+        let body = reply.map_or_else(
+            || {
+                "I could not store what this command did, so it changed nothing; \
+                 the details are in the audit log."
+                    .to_owned()
+            },
+            |r| format!("{r}. This command changed nothing."),
+        );
         let reply = self
             .messages
             .iter()
             .find(|m| m.reply_to.is_some())
-            .map(|m| OutMessage {
-                body: "I could not store what this command did, so it changed nothing;                        the details are in the audit log."
-                    .into(),
-                ..m.clone()
-            });
+            .map(|m| OutMessage { body, ..m.clone() });
         let detail =
             format!("the database refused what this did, so only this record was kept: {why}");
         Self {
@@ -221,7 +225,12 @@ impl Db {
             Err(StoreError::Refused(e)) => {
                 let why = crate::text::one_line(&e.to_string());
                 tracing::warn!("the database refused a commit ({why}); keeping only its record");
-                self.commit_as_is(&c.minimal(&why)).await
+                self.commit_as_is(&c.minimal(&why, None)).await
+            }
+            Err(full @ StoreError::Full { .. }) => {
+                let why = full.to_string();
+                tracing::warn!("{why}");
+                self.commit_as_is(&c.minimal(&why, Some(&why))).await
             }
             other => other,
         };
@@ -252,7 +261,7 @@ impl Db {
             schedules::apply_fired(&mut tx, fired).await?;
         }
         if let Some(changes) = &c.kv {
-            kv::apply(&mut tx, changes, next_stamp(now)).await?;
+            kv::apply(&mut tx, changes, next_stamp(now), &self.usage).await?;
         }
         schedules::apply_changes(&mut tx, &c.schedules, now).await?;
         for m in &c.messages {

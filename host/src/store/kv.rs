@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use sqlx::Row;
 
@@ -43,6 +44,43 @@ pub struct KvChanges {
     pub writes: BTreeMap<String, Option<Vec<u8>>>,
     /// What the call read, to validate at commit.
     pub reads: KvReads,
+    /// Bytes (keys and values) the namespace may hold; a commit that
+    /// would grow it past this is refused.
+    pub quota: u64,
+}
+
+/// Upper bounds of what each namespace holds, so the quota costs a read
+/// only when a commit could reach it: every commit adds what it writes to
+/// the bound before it checks, and an exact read resets it. With several
+/// processes on one PostgreSQL database each keeps its own bound, so the
+/// quota can be passed by what the others wrote since the last exact read.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Usage(Arc<Mutex<HashMap<String, u64>>>);
+
+impl Usage {
+    /// Adds `grows` to the bound of `ns`; whether it may now pass `quota`
+    /// (or is not known yet), so the commit must read the exact figure.
+    fn reserve(&self, ns: &str, grows: u64, quota: u64) -> bool {
+        let mut bounds = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match bounds.get_mut(ns) {
+            Some(bound) => {
+                *bound = bound.saturating_add(grows);
+                *bound > quota
+            }
+            None => true,
+        }
+    }
+
+    fn set(&self, ns: &str, bytes: u64) {
+        let mut bounds = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        bounds.insert(ns.to_owned(), bytes);
+    }
 }
 
 impl Db {
@@ -61,44 +99,68 @@ impl Db {
         }))
     }
 
-    /// Every entry whose key starts with `prefix`, sorted by key (bytewise).
-    pub async fn kv_scan(&self, ns: &str, prefix: &str) -> Result<Vec<KvRow>, StoreError> {
-        Ok(scan_rows(&self.read, ns, prefix).await?)
+    /// Every entry whose key starts with `prefix`, sorted by key
+    /// (bytewise); none when there are more than [`MAX_SCAN_ROWS`] or their
+    /// keys and values pass `max_bytes`. Rows are read one at a time, so a
+    /// refused scan never holds more than `max_bytes` and one row.
+    pub async fn kv_scan(
+        &self,
+        ns: &str,
+        prefix: &str,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<KvRow>>, StoreError> {
+        Ok(scan_rows(&self.read, ns, prefix, max_bytes).await?)
     }
 }
 
+/// At most this many entries come back from one `kv.scan`: a plugin keeps
+/// larger collections under several prefixes.
+pub const MAX_SCAN_ROWS: usize = 10_000;
+
 /// The scan query, shared by reads during a call and validation at commit.
-async fn scan_rows<'e, E>(exec: E, ns: &str, prefix: &str) -> Result<Vec<KvRow>, sqlx::Error>
+async fn scan_rows<'e, E>(
+    exec: E,
+    ns: &str,
+    prefix: &str,
+    max_bytes: usize,
+) -> Result<Option<Vec<KvRow>>, sqlx::Error>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    let rows = match prefix_end(prefix) {
-        Some(end) => {
-            sqlx::query(
-                "SELECT key, value, version FROM plugin_kv \
-                 WHERE plugin = $1 AND key >= $2 AND key < $3 ORDER BY key",
-            )
-            .bind(ns.to_owned())
-            .bind(prefix.to_owned())
-            .bind(end)
-            .fetch_all(exec)
-            .await?
-        }
-        None => {
-            sqlx::query("SELECT key, value, version FROM plugin_kv WHERE plugin = $1 ORDER BY key")
-                .bind(ns.to_owned())
-                .fetch_all(exec)
-                .await?
-        }
+    use futures_util::TryStreamExt;
+    let limit = i64::try_from(MAX_SCAN_ROWS + 1).unwrap_or(i64::MAX);
+    let end = prefix_end(prefix);
+    let query = match &end {
+        Some(_) => sqlx::query(
+            "SELECT key, value, version FROM plugin_kv \
+             WHERE plugin = $1 AND key >= $2 AND key < $3 ORDER BY key LIMIT $4",
+        )
+        .bind(ns.to_owned())
+        .bind(prefix.to_owned())
+        .bind(end.clone())
+        .bind(limit),
+        None => sqlx::query(
+            "SELECT key, value, version FROM plugin_kv WHERE plugin = $1 ORDER BY key LIMIT $2",
+        )
+        .bind(ns.to_owned())
+        .bind(limit),
     };
-    Ok(rows
-        .into_iter()
-        .map(|r| KvRow {
+    let mut stream = query.fetch(exec);
+    let mut rows = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(r) = stream.try_next().await? {
+        let row = KvRow {
             key: r.get(0),
             value: r.get(1),
             version: r.get(2),
-        })
-        .collect())
+        };
+        bytes = bytes.saturating_add(row.key.len() + row.value.len());
+        if rows.len() >= MAX_SCAN_ROWS || bytes > max_bytes {
+            return Ok(None);
+        }
+        rows.push(row);
+    }
+    Ok(Some(rows))
 }
 
 /// A digest of what a scan saw, cheap to keep and compare.
@@ -129,16 +191,64 @@ fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
-/// Checks the reads and applies the writes inside the commit's transaction.
+/// Checks the reads and the quota and applies the writes inside the
+/// commit's transaction.
 pub(super) async fn apply(
     tx: &mut sqlx::AnyConnection,
     changes: &KvChanges,
     stamp: i64,
+    usage: &Usage,
 ) -> Result<(), StoreError> {
     if changes.writes.is_empty() {
         return Ok(());
     }
     validate(tx, changes).await?;
+    let ns = &changes.namespace;
+    let written: usize = changes
+        .writes
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| k.len() + v.len()))
+        .sum();
+    let grows = u64::try_from(written).unwrap_or(u64::MAX);
+    let before = if grows > 0 && usage.reserve(ns, grows, changes.quota) {
+        Some(used(tx, ns).await?)
+    } else {
+        None
+    };
+    write(tx, changes, stamp).await?;
+    if let Some(before) = before {
+        let after = used(tx, ns).await?;
+        // Shrinking a namespace that is over its quota (the quota was
+        // lowered) is always allowed.
+        if after > changes.quota && after > before {
+            usage.set(ns, before);
+            return Err(StoreError::Full {
+                plugin: ns.clone(),
+                used: before,
+                quota: changes.quota,
+            });
+        }
+        usage.set(ns, after);
+    }
+    Ok(())
+}
+
+/// Bytes the namespace holds, as the triggers of `plugin_kv_usage` keep it.
+async fn used(tx: &mut sqlx::AnyConnection, ns: &str) -> Result<u64, StoreError> {
+    let bytes: Option<i64> =
+        sqlx::query_scalar("SELECT bytes FROM plugin_kv_usage WHERE plugin = $1")
+            .bind(ns)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(classify)?;
+    Ok(bytes.map_or(0, |b| u64::try_from(b).unwrap_or(0)))
+}
+
+async fn write(
+    tx: &mut sqlx::AnyConnection,
+    changes: &KvChanges,
+    stamp: i64,
+) -> Result<(), StoreError> {
     for (key, value) in &changes.writes {
         match value {
             Some(value) => {
@@ -182,7 +292,11 @@ async fn validate(tx: &mut sqlx::AnyConnection, changes: &KvChanges) -> Result<(
         }
     }
     for (prefix, seen) in &changes.reads.scans {
-        let rows = scan_rows(&mut *tx, ns, prefix).await.map_err(classify)?;
+        // A scan the call saw complete that is now too large changed.
+        let rows = scan_rows(&mut *tx, ns, prefix, usize::MAX)
+            .await
+            .map_err(classify)?
+            .ok_or(StoreError::Conflict)?;
         if scan_digest(rows.iter().map(|r| (r.key.as_str(), r.version))) != *seen {
             return Err(StoreError::Conflict);
         }

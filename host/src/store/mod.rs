@@ -24,7 +24,7 @@ use sqlx::{AnyPool, Executor};
 pub use audit::{AuditEntry, AuditRecord, Decision, Outcome};
 pub use commit::{Commit, DeliveryUpdate, NewEvent, RoleChange};
 pub use events::PendingDelivery;
-pub use kv::{KvChanges, KvReads, KvRow, scan_digest};
+pub use kv::{KvChanges, KvReads, KvRow, MAX_SCAN_ROWS, scan_digest};
 pub use outbox::{OutMessage, PendingMessage, Target};
 pub use retention::{Cutoffs, Pruned};
 pub use schedules::{Fired, LastRun, ScheduleChange, ScheduleRow};
@@ -47,6 +47,22 @@ pub enum StoreError {
     /// written, and the same commit may succeed in a moment.
     #[error("the database is unavailable: {0}")]
     Unavailable(sqlx::Error),
+    /// The plugin's kv namespace would grow past its quota: nothing was
+    /// written, and the same commit will always fail.
+    #[error(
+        "{plugin}'s storage is full: it holds {}, and this would take it past its {} quota \
+         (kv_quota_mb under [plugins.{plugin}]); an admin can raise the quota, or the plugin's \
+         data can be removed with its own commands",
+        crate::text::size(*used), crate::text::size(*quota)
+    )]
+    Full {
+        /// The namespace.
+        plugin: String,
+        /// Bytes it holds.
+        used: u64,
+        /// Bytes it may hold.
+        quota: u64,
+    },
     /// Anything else the database said.
     #[error("database error: {0}")]
     Db(sqlx::Error),
@@ -80,6 +96,8 @@ pub struct Db {
     /// Signalled after every commit that left something to deliver
     /// (messages, events), whoever made it: the delivery loop waits on it.
     deliverable: std::sync::Arc<tokio::sync::Notify>,
+    /// Bounds of what each kv namespace holds, for the quota.
+    usage: kv::Usage,
 }
 
 impl Db {
@@ -100,6 +118,7 @@ impl Db {
                 read,
                 write,
                 deliverable: std::sync::Arc::default(),
+                usage: kv::Usage::default(),
             })
         } else {
             let pool = AnyPoolOptions::new()
@@ -114,6 +133,7 @@ impl Db {
                 read: pool.clone(),
                 write: pool,
                 deliverable: std::sync::Arc::default(),
+                usage: kv::Usage::default(),
             })
         }
     }

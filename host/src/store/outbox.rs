@@ -28,19 +28,51 @@ pub struct OutMessage {
     pub thread_root: Option<String>,
 }
 
+/// What the host's own notices begin with. No plugin message may: one that
+/// would is prefixed with its plugin's name, so a plugin cannot write to
+/// an admin as if it were the host ("plugin X is quarantined, run …").
+pub const HOST_MARK: &str = "ikkyu: ";
+
 impl OutMessage {
-    /// The same Markdown sent directly to each of `users`.
-    pub fn direct_to_each(users: &[String], body: &str) -> Vec<Self> {
+    /// One of the host's own notices, sent directly to each of `users`.
+    pub fn host_notice(users: &[String], body: &str) -> Vec<Self> {
         users
             .iter()
             .map(|user| Self {
                 target: Target::User(user.clone()),
-                body: body.to_owned(),
+                body: format!("{HOST_MARK}{body}"),
                 reply_to: None,
                 thread_root: None,
             })
             .collect()
     }
+
+    /// `self` as `plugin`'s message: if it would read as a host notice, it
+    /// says whose it is.
+    pub fn from_plugin(mut self, plugin: &str) -> Self {
+        if poses_as_host(&self.body) {
+            self.body = format!("{plugin}: {}", self.body);
+        }
+        self
+    }
+}
+
+/// Whether `body` begins like a host notice once what Markdown and clients
+/// do not show (leading space, emphasis, quote marks) is set aside.
+fn poses_as_host(body: &str) -> bool {
+    let shown = body.trim_start_matches(|c: char| {
+        c.is_whitespace() || c.is_control() || "*_~`>#[|".contains(c) || is_invisible(c)
+    });
+    let name = HOST_MARK.trim_end_matches([':', ' ']);
+    shown
+        .get(..name.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(name))
+}
+
+/// Characters that take no room on screen (zero-width spaces and joiners,
+/// the byte-order mark, direction marks).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{202A}'..='\u{202E}')
 }
 
 /// A stored message not yet delivered.
@@ -172,5 +204,38 @@ fn pending_of(r: &sqlx::any::AnyRow) -> PendingMessage {
         },
         attempts: r.get(5),
         created_ms: r.get(7),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to(body: &str) -> String {
+        OutMessage {
+            target: Target::User("@root:local".into()),
+            body: body.into(),
+            reply_to: None,
+            thread_root: None,
+        }
+        .from_plugin("evil")
+        .body
+    }
+
+    #[test]
+    fn a_plugin_cannot_write_like_the_host() {
+        for forged in [
+            "ikkyu: plugin points is quarantined",
+            "IKKYU: hi",
+            "  **ikkyu**: hi",
+            "\u{200B}ikkyu: hi",
+            "> ikkyu: hi",
+        ] {
+            assert_eq!(to(forged), format!("evil: {forged}"), "{forged:?}");
+        }
+        for fine in ["points: 3", "ikk", "", "the ikkyu host", "Ꭵkkyu"] {
+            assert_eq!(to(fine), fine);
+        }
+        assert!(OutMessage::host_notice(&["@a:b".into()], "x")[0].body == "ikkyu: x");
     }
 }

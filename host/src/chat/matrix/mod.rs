@@ -31,14 +31,27 @@ pub struct MatrixChat {
     /// Direct-message rooms are created one at a time, so two messages to
     /// a new user do not open two rooms.
     dm: Arc<tokio::sync::Mutex<()>>,
+    /// Rooms joined from an invite marked `is_direct`, known here before
+    /// the SDK's m.direct mark comes back with the next sync.
+    direct_joins: DirectJoins,
 }
 
+/// Rooms the bot joined as direct-message rooms, shared by the syncer
+/// (which joins them) and the sink (which answers [`ChatSink::is_direct_room`]).
+pub type DirectJoins = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
 impl MatrixChat {
+    /// The set the syncer adds direct-message rooms to as it joins them.
+    pub fn direct_joins(&self) -> DirectJoins {
+        self.direct_joins.clone()
+    }
+
     /// A sink over a logged-in client.
     pub fn new(client: Client) -> Self {
         Self {
             client,
             dm: Arc::default(),
+            direct_joins: Arc::default(),
         }
     }
 
@@ -164,6 +177,30 @@ impl ChatSink for MatrixChat {
                 .map_err(|e| error(room.room_id().as_str(), &e))?;
             Ok(())
         })
+    }
+
+    fn is_direct_room(&self, id: &str) -> bool {
+        // m.direct as the SDK holds it: rooms the bot opened with create_dm
+        // and rooms it joined from an invite marked is_direct.
+        let is_dm = |room: &Room| room.direct_targets_length() > 0;
+        if id.starts_with('#') {
+            return RoomAliasId::parse(id).is_ok_and(|alias| {
+                self.client.joined_rooms().iter().any(|room| {
+                    (room.canonical_alias().as_ref() == Some(&alias)
+                        || room.alt_aliases().contains(&alias))
+                        && is_dm(room)
+                })
+            });
+        }
+        let joined_as_dm = self
+            .direct_joins
+            .lock()
+            .is_ok_and(|rooms| rooms.contains(id));
+        joined_as_dm
+            || RoomId::parse(id)
+                .ok()
+                .and_then(|room| self.client.get_room(&room))
+                .is_some_and(|room| is_dm(&room))
     }
 }
 

@@ -61,6 +61,8 @@ pub struct Syncer {
     /// One queue per room: a room's commands are answered in the order
     /// they were sent, and a slow one holds up only its own room.
     rooms: std::sync::Mutex<HashMap<String, RoomQueue>>,
+    /// Where invites marked `is_direct` are recorded once joined.
+    direct_joins: super::DirectJoins,
 }
 
 /// A room's queue: events to answer, each with the batch it belongs to.
@@ -102,7 +104,12 @@ const UNSAVED_BATCHES: usize = 64;
 
 impl Syncer {
     /// A loop for `client`, answering through `bot`.
-    pub fn new(client: Client, bot: Arc<Bot>, matrix: MatrixConfig) -> anyhow::Result<Self> {
+    pub fn new(
+        client: Client,
+        bot: Arc<Bot>,
+        matrix: MatrixConfig,
+        direct_joins: super::DirectJoins,
+    ) -> anyhow::Result<Self> {
         let me = client
             .user_id()
             .context("the Matrix client is not logged in")?
@@ -114,6 +121,7 @@ impl Syncer {
             me,
             told_utd: std::sync::Mutex::default(),
             rooms: std::sync::Mutex::default(),
+            direct_joins,
         })
     }
 
@@ -236,7 +244,15 @@ impl Syncer {
             };
             let result = if self.matrix.may_invite(&inviter) {
                 tracing::info!(room = %room_id, %inviter, "joining on invite");
-                room.join().await
+                let direct = room.is_direct().await.unwrap_or(false);
+                let joined = room.join().await;
+                if direct
+                    && joined.is_ok()
+                    && let Ok(mut rooms) = self.direct_joins.lock()
+                {
+                    rooms.insert(room_id.to_string());
+                }
+                joined
             } else {
                 tracing::warn!(room = %room_id, %inviter, "declining an invite from a user not in matrix.allowed_inviters");
                 room.leave().await

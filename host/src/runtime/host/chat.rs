@@ -22,11 +22,22 @@ impl Host for CallState {
             )));
         }
         let own_room = matches!(&self.phase, Phase::Command { room: r } if *r == room);
-        if !own_room && !self.grants.rooms.contains(&room) && !self.grants.rooms.contains("*") {
-            return Ok(Err(format!(
-                "not allowed to post in {room:?}; the operator can add it to rooms = [...] under [plugins.{}]",
-                self.plugin
-            )));
+        if !own_room && !self.grants.rooms.contains(&room) {
+            if !self.grants.rooms.contains("*") {
+                return Ok(Err(format!(
+                    "not allowed to post in {room}; the operator can add it to rooms = [...] under [plugins.{}]",
+                    self.plugin
+                )));
+            }
+            // "*" is the group rooms the bot was invited to, not the rooms
+            // where someone talks to the bot alone.
+            if self.rooms.is_direct(&room) {
+                return Ok(Err(format!(
+                    "not allowed to post in {room}: it is a direct-message room, which rooms = [\"*\"] \
+                     does not cover; the operator can list it under [plugins.{}] rooms = [...]",
+                    self.plugin
+                )));
+            }
         }
         Ok(self.push(Target::Room(room), markdown))
     }

@@ -2,8 +2,8 @@
 //! recorded for validation at commit; writes are buffered until then.
 
 use crate::runtime::bindings::ikkyu::plugin::kv::Host;
-use crate::runtime::state::{CallState, MAX_KEY, MAX_VALUE};
-use crate::store::KvRow;
+use crate::runtime::state::{CALL_BUDGET, CallState, MAX_KEY, MAX_VALUE};
+use crate::store::{KvRow, MAX_SCAN_ROWS};
 
 impl Host for CallState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
@@ -47,7 +47,15 @@ impl Host for CallState {
         self.require("kv")?;
         self.charge(prefix.len(), "kv.scan")?;
         check_key(&prefix)?;
-        let rows = self.db.kv_scan(&self.kv.namespace, &prefix).await?;
+        let left = CALL_BUDGET.saturating_sub(self.spent);
+        let Some(rows) = self.db.kv_scan(&self.kv.namespace, &prefix, left).await? else {
+            wasmtime::bail!(
+                "kv.scan of {prefix:?} matched more than {MAX_SCAN_ROWS} entries or more than the \
+                 {} MiB left of this call's budget; keep large collections under several prefixes \
+                 and scan one at a time",
+                left >> 20
+            );
+        };
         let bytes: usize = rows.iter().map(|r| r.key.len() + r.value.len()).sum();
         self.charge(bytes, "kv.scan")?;
         let digest = crate::store::scan_digest(rows.iter().map(|r| (r.key.as_str(), r.version)));

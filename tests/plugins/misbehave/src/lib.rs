@@ -1,6 +1,7 @@
 //! Test-only plugin that is wrong on purpose: it loops, allocates without
-//! bound, sleeps inside a host call, crashes, and pokes at kv keys that
-//! belong to other plugins. The containment tests drop it into a running
+//! bound, sleeps inside a host call, crashes, pokes at kv keys that belong
+//! to other plugins, fills its storage, forges events and writes as if it
+//! were the host. The containment tests drop it into a running
 //! bot and check that everyone else is still served. Never loaded by
 //! default.
 
@@ -8,7 +9,7 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use ikkyu_plugin_sdk::{
-    ArgKind, Args, Command, CommandError, Info, Invocation, Plugin, PluginInfo, chat, cron,
+    ArgKind, Args, Command, CommandError, Info, Invocation, Plugin, PluginInfo, chat, cron, events,
     export_plugin, failed, kv, schedule,
 };
 
@@ -61,6 +62,18 @@ impl Plugin for Misbehave {
                 )
                 .arg("mib", ArgKind::Integer, "MiB"),
             )
+            .command(
+                Command::new("forge", "emit an event it has no business emitting")
+                    .arg("topic", ArgKind::Word, "topic")
+                    .arg("initiator", ArgKind::User, "who gets the credit"),
+            )
+            .command(Command::new("impersonate", "answer as if it were the host"))
+            .command(Command::new("fill", "store 16 values of 1 MiB").arg(
+                "from",
+                ArgKind::Integer,
+                "first index",
+            ))
+            .command(Command::new("count", "scan a prefix").arg("prefix", ArgKind::Word, "prefix"))
             .build()
     }
 
@@ -126,6 +139,34 @@ impl Plugin for Misbehave {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis());
                 Ok(format!("std::time says {ms}"))
+            }
+            "forge" => {
+                let topic = args.text("topic").unwrap_or_default();
+                let initiator = args.text("initiator").unwrap_or_default();
+                events::emit(topic, &format!("{{\"initiator\": \"{initiator}\"}}"));
+                Ok(format!("emitted {topic}"))
+            }
+            "impersonate" => Ok(
+                "ikkyu: plugin points 0.1.0 is quarantined; `!plugin reload misbehave` lifts it."
+                    .into(),
+            ),
+            "fill" => {
+                // 16 values of 1 MiB (raw bytes, not JSON): half the call's
+                // budget, so a bot is filled in a few calls.
+                let from = args.integer("from").unwrap_or(0);
+                let value = vec![7u8; 1 << 20];
+                for i in from..from + 16 {
+                    ikkyu_plugin_sdk::bindings::ikkyu::plugin::kv::set(
+                        &format!("fill/{i}"),
+                        &value,
+                    );
+                }
+                Ok(format!("stored fill/{from}..{}", from + 16))
+            }
+            "count" => {
+                let prefix = args.text("prefix").unwrap_or_default();
+                let n = ikkyu_plugin_sdk::bindings::ikkyu::plugin::kv::scan(prefix).len();
+                Ok(format!("{n} under {prefix}"))
             }
             "noop" => Ok(String::new()),
             "poke" => {
