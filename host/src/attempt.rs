@@ -88,6 +88,9 @@ impl Attempts {
         call: &C,
     ) -> Result<Ran, StoreError> {
         let mut lane = None;
+        // Every read over HTTP is on record, including those of runs that
+        // lost their commit and ran again.
+        let mut requests: Vec<String> = Vec::new();
         for attempt in 0..CONFLICT_RETRIES {
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt, salt)).await;
@@ -95,11 +98,12 @@ impl Attempts {
             if attempt == LANE_AFTER {
                 lane = Some(self.lane(&plugin.name).lock_owned().await);
             }
-            let out = call.run().await;
+            let mut out = call.run().await;
+            requests.append(&mut out.state.requests);
             let commit = match out.result {
                 Ok(value) => {
                     plugin.health.succeeded();
-                    call.returned(value, out.state)
+                    with_requests(call.returned(value, out.state), &requests)
                 }
                 Err(e) if !e.is_plugin_fault() => return Ok(Ran::NotNow(e)),
                 Err(e) => {
@@ -109,7 +113,8 @@ impl Attempts {
                     } else {
                         Vec::new()
                     };
-                    return self.settle(&call.failed(&e, notices), salt).await;
+                    let failed = with_requests(call.failed(&e, notices), &requests);
+                    return self.settle(&failed, salt).await;
                 }
             };
             match self.db.commit(&commit).await {
@@ -189,8 +194,21 @@ pub fn with_effects(
         kv: Some(state.kv),
         events: table.new_events(state.events, &state.plugin, depth, root),
         schedules: state.schedules,
+        sends: state.sends,
         ..Commit::only_audit(processed, audit, messages)
     }
+}
+
+/// `commit` with the HTTP reads of its call added to its audit record.
+fn with_requests(mut commit: Commit, requests: &[String]) -> Commit {
+    if !requests.is_empty() {
+        let reads = format!("http: {}", requests.join("; "));
+        commit.audit.detail = Some(match commit.audit.detail.take() {
+            Some(d) => format!("{d}; {reads}"),
+            None => reads,
+        });
+    }
+    commit
 }
 
 /// A jittered, exponentially growing pause before retry `attempt` (under

@@ -69,6 +69,8 @@ pub struct Bot {
     /// two concurrent passes. Held only while delivering, never while a
     /// guest runs.
     flushing: Mutex<()>,
+    /// Performs committed HTTP requests.
+    sender: crate::http::sender::Sender,
 }
 
 impl std::fmt::Debug for Bot {
@@ -125,6 +127,7 @@ impl Bot {
             config.clone(),
             attempts.clone(),
         );
+        let sender = crate::http::sender::Sender::new(db.clone(), registry.clone(), clock.clone());
         Ok(Self {
             db,
             config,
@@ -137,6 +140,7 @@ impl Bot {
             scheduler,
             poke: tokio::sync::Notify::new(),
             flushing: Mutex::new(()),
+            sender,
         })
     }
 
@@ -291,9 +295,13 @@ impl Bot {
     /// something to deliver, when a retry is due, and at least every
     /// [`IDLE_PASS`]. Answering a command never waits on this.
     pub async fn run_delivery(&self) {
+        tokio::join!(self.run_chat_delivery(), self.run_sends());
+    }
+
+    async fn run_chat_delivery(&self) {
         let mut outage = Outage::new("delivering messages and events");
         loop {
-            let wait = match backstop(self.flush(), "a delivery pass").await {
+            let wait = match backstop(self.flush_chat(), "a delivery pass").await {
                 Ok(()) => {
                     outage.over();
                     self.next_retry_in().await
@@ -303,6 +311,28 @@ impl Bot {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.db.deliverable() => {}
+            }
+        }
+    }
+
+    /// Sends committed HTTP requests beside the chat delivery, so a slow
+    /// web service never holds up a message.
+    async fn run_sends(&self) {
+        let mut outage = Outage::new("sending HTTP requests");
+        loop {
+            let wait = match backstop(self.sender.pass(), "an HTTP send pass").await {
+                Ok(_) => {
+                    outage.over();
+                    self.sender.next_due_ms().await.map_or(IDLE_PASS, |t| {
+                        let ms = u64::try_from((t - self.clock.now_ms()).max(100)).unwrap_or(0);
+                        std::time::Duration::from_millis(ms).min(IDLE_PASS)
+                    })
+                }
+                Err(e) => outage.failed(&*e),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.db.sendable() => {}
             }
         }
     }
@@ -331,9 +361,21 @@ impl Bot {
         }
     }
 
-    /// Delivers pending messages and events until nothing is left that can
-    /// be delivered now; failures stay pending, with a time to try again.
+    /// Delivers pending messages and events and sends HTTP requests until
+    /// nothing is left that can be done now (the console and transcripts
+    /// wait for this); failures stay pending, with a time to try again.
     pub async fn flush(&self) -> anyhow::Result<()> {
+        loop {
+            self.flush_chat().await?;
+            if !self.sender.pass().await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Delivers pending messages and events until nothing is left that can
+    /// be delivered now.
+    async fn flush_chat(&self) -> anyhow::Result<()> {
         loop {
             let sent = self.deliver_outbox().await?;
             let delivered = self.deliver_events().await?;
@@ -653,7 +695,7 @@ async fn backstop<T>(
 
 /// The delay before retry `attempts` + 1 of a send or delivery: doubling
 /// from a second, at most [`MAX_RETRY_DELAY_MS`].
-fn retry_delay_ms(attempts: i64) -> i64 {
+pub(crate) fn retry_delay_ms(attempts: i64) -> i64 {
     let shift = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
     (1000i64 << shift).min(MAX_RETRY_DELAY_MS)
 }

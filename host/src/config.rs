@@ -335,6 +335,55 @@ pub struct PluginConfig {
     /// that would store more is refused and changes nothing.
     #[serde(default = "default_kv_quota_mb")]
     pub kv_quota_mb: u64,
+    /// With the `http` grant: the origins it may reach.
+    #[serde(default)]
+    pub http: Vec<HttpOrigin>,
+    /// Secrets its HTTP requests may carry (`{secret:NAME}` in a header),
+    /// each bound to the origins it may go to.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, BoundSecret>,
+}
+
+/// An origin a plugin may reach: `"https://jira.example.org"`, or a table
+/// to allow private addresses: `{ origin = "http://127.0.0.1:8080",
+/// allow_private = true }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum HttpOrigin {
+    /// Public addresses only.
+    Public(String),
+    /// With its options.
+    Table {
+        /// `scheme://host[:port]`.
+        origin: String,
+        /// Whether the name may resolve to (or be) a loopback, private,
+        /// link-local, CGNAT, unique-local or multicast address.
+        #[serde(default)]
+        allow_private: bool,
+    },
+}
+
+impl HttpOrigin {
+    /// The origin as written and whether private addresses are allowed.
+    pub fn parts(&self) -> (&str, bool) {
+        match self {
+            HttpOrigin::Public(o) => (o, false),
+            HttpOrigin::Table {
+                origin,
+                allow_private,
+            } => (origin, *allow_private),
+        }
+    }
+}
+
+/// A secret for HTTP requests and the origins it may be sent to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundSecret {
+    /// The value, written, `{ env = … }` or `{ file = … }`.
+    pub value: Secret,
+    /// Origins (as under `http`) that may receive it.
+    pub origins: Vec<String>,
 }
 
 fn default_kv_quota_mb() -> u64 {
@@ -351,6 +400,8 @@ impl Default for PluginConfig {
             rooms: BTreeSet::new(),
             config: None,
             kv_quota_mb: default_kv_quota_mb(),
+            http: Vec::new(),
+            secrets: BTreeMap::new(),
         }
     }
 }
@@ -365,6 +416,7 @@ pub const GRANTABLE: &[&str] = &[
     "config",
     "log",
     "direct",
+    "http",
 ];
 
 /// A value that may be written in the file or read from the environment or
@@ -481,6 +533,11 @@ impl Config {
         })?;
         config.base_dir = base_dir.to_path_buf();
         config.database.url.anchored(base_dir);
+        for plugin in config.plugins.values_mut() {
+            for secret in plugin.secrets.values_mut() {
+                secret.value.anchored(base_dir);
+            }
+        }
         if let Some(m) = &mut config.matrix {
             for secret in [
                 &mut m.password,
@@ -602,6 +659,39 @@ impl Config {
             );
         }
         for (name, plugin) in &self.plugins {
+            let origins: Vec<String> = plugin
+                .http
+                .iter()
+                .map(|o| crate::http::Origin::parse(o.parts().0).map(|o| o.to_string()))
+                .collect::<Result<_, _>>()
+                .map_err(|message| ConfigError::Invalid {
+                    key: format!("plugins.{name}.http"),
+                    message,
+                })?;
+            for (secret, bound) in &plugin.secrets {
+                if !crate::http::is_secret_name(secret) {
+                    return invalid(
+                        format!("plugins.{name}.secrets"),
+                        format!("{secret:?} is not a secret name: letters, digits, _ and - only"),
+                    );
+                }
+                for origin in &bound.origins {
+                    let parsed = crate::http::Origin::parse(origin)
+                        .map(|o| o.to_string())
+                        .map_err(|message| ConfigError::Invalid {
+                            key: format!("plugins.{name}.secrets.{secret}.origins"),
+                            message,
+                        })?;
+                    if !origins.contains(&parsed) {
+                        return invalid(
+                            format!("plugins.{name}.secrets.{secret}.origins"),
+                            format!(
+                                "{origin:?} is not one of the origins under plugins.{name}.http"
+                            ),
+                        );
+                    }
+                }
+            }
             if !(1..=1024 * 1024).contains(&plugin.kv_quota_mb) {
                 return invalid(
                     format!("plugins.{name}.kv_quota_mb"),

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod directory;
 pub mod dispatch;
+pub mod http;
 pub mod outage;
 pub mod registry;
 pub mod roles;

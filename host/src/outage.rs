@@ -45,7 +45,7 @@ impl Outage {
                 "{} failed (failing for {}s); retrying: {}",
                 self.what,
                 now.duration_since(since).as_secs(),
-                error_chain(error)
+                crate::text::error_chain(error)
             );
         }
         let pause = self.pause;
@@ -70,15 +70,4 @@ impl Outage {
         self.last_said = None;
         self.pause = FIRST;
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(e) = next {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        next = e.source();
-    }
-    text
 }

@@ -36,6 +36,18 @@ pub fn refusal(line: &str) -> Option<String> {
     ))
 }
 
+/// An error with its causes, on one line: `outer: cause: root cause`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
 /// A size in bytes as people read it: `512 bytes`, `12 KiB`, `63.9 MiB`.
 pub fn size(bytes: u64) -> String {
     const KIB: u64 = 1024;

@@ -29,6 +29,7 @@ mod concurrency;
 mod containment;
 mod delivery;
 mod hostile;
+mod http;
 mod lifecycle;
 mod matrix;
 mod outage;

@@ -8,6 +8,7 @@
 pub mod matrix;
 pub mod proxy;
 pub mod synapse;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -212,11 +213,13 @@ async fn start_bot_full(
 }
 
 /// Every plugin granted everything, `@root:local` as admin, `extra` TOML
-/// appended.
+/// appended; a plugin whose section is in `extra` gets that one instead.
 fn test_config(db_url: &str, data: &Path, plugins: &Path, extra: &str) -> anyhow::Result<Config> {
-    let all = r#"grants = ["chat", "kv", "events", "schedule", "directory", "config", "log"]"#;
+    let all =
+        r#"grants = ["chat", "kv", "events", "schedule", "directory", "config", "log", "http"]"#;
     let sections: String = ["points", "emitter", "misbehave", "contacts", "oncall"]
         .iter()
+        .filter(|p| !extra.contains(&format!("[plugins.{p}]")))
         .map(|p| format!("[plugins.{p}]\n{all}\n"))
         .collect();
     let text = format!(

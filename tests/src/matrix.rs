@@ -408,7 +408,7 @@ impl BotProcess {
     ) -> anyhow::Result<Self> {
         let account = synapse.register(name, false).await?;
         let plugins = crate::plugins_dir()?;
-        let all = r#"grants = ["chat", "kv", "events", "schedule", "directory", "config", "log"]"#;
+        let all = r#"grants = ["chat", "kv", "events", "schedule", "directory", "config", "log", "http"]"#;
         let config = format!(
             "[bot]\nuser_id = {user:?}\n\
              [database]\nurl = {db:?}\n\

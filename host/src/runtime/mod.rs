@@ -170,6 +170,7 @@ impl Runtime {
                 directory,
                 clock,
                 rooms: RoomKinds::none(),
+                call_timeout: config.runtime.call_timeout,
             },
             timeout: config.runtime.call_timeout,
             memory_bytes,

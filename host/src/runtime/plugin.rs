@@ -200,6 +200,7 @@ impl Runtime {
             direct_to: BTreeSet::new(),
             config_json: config_json(named.config, &invalid)?,
             kv_quota: 0,
+            http: None,
         });
         let info = self
             .describe(&pre, file_name.clone(), describe_grants)
@@ -213,6 +214,11 @@ impl Runtime {
         // The operator names a plugin by naming its file: grants, kv
         // namespace, config and schedules follow that name, so a file may
         // not claim another.
+        if *name == *crate::http::sender::HOST_SOURCE {
+            return Err(invalid(format!(
+                "it declares the plugin name {name:?}, which is the host's own; rename it"
+            )));
+        }
         if *name != *file_name {
             return Err(invalid(format!(
                 "it declares the plugin name {name:?}, but a plugin is named by its file: \
@@ -235,7 +241,14 @@ impl Runtime {
                 });
             }
         }
-        let config_json = config_json(section.config, &invalid)?;
+        let config_json = config_json(section.config.clone(), &invalid)?;
+        let http = if section.grants.contains("http") {
+            Some(Arc::new(
+                crate::http::Http::new(&name, &section).map_err(&invalid)?,
+            ))
+        } else {
+            None
+        };
         Ok(LoadedPlugin {
             name: name.as_str().into(),
             info,
@@ -245,6 +258,7 @@ impl Runtime {
                 direct_to: section.direct_to,
                 config_json,
                 kv_quota: section.kv_quota_mb.saturating_mul(1 << 20),
+                http,
             }),
             path: path.into(),
             health: Health::default(),

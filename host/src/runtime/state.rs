@@ -14,7 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::chat::RoomKinds;
 use crate::clock::SharedClock;
 use crate::directory::Directory;
-use crate::store::{Db, KvChanges, OutMessage, ScheduleChange};
+use crate::store::{Db, KvChanges, NewSend, OutMessage, ScheduleChange};
 
 /// What every call reaches outside its sandbox, shared by all of them.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct Services {
     pub clock: SharedClock,
     /// Which rooms are direct-message rooms.
     pub rooms: RoomKinds,
+    /// How long one call may take.
+    pub call_timeout: std::time::Duration,
 }
 
 /// The operator's grants for one plugin, fixed at load.
@@ -43,6 +45,8 @@ pub struct Grants {
     pub config_json: String,
     /// Bytes its kv namespace may hold.
     pub kv_quota: u64,
+    /// With the `http` grant: its origins, secrets and client.
+    pub http: Option<Arc<crate::http::Http>>,
 }
 
 /// Why the plugin is being called; decides what it may do.
@@ -140,6 +144,12 @@ pub struct CallState {
     pub events: Vec<(String, String)>,
     /// Buffered schedule additions and removals, in order.
     pub schedules: Vec<ScheduleChange>,
+    /// Buffered HTTP requests to send after the commit.
+    pub sends: Vec<NewSend>,
+    /// Each `http.fetch` made, as the audit record keeps it.
+    pub requests: Vec<String>,
+    /// When the call's time is up; a fetch gets only what is left.
+    pub deadline: tokio::time::Instant,
     /// The host's clock when the call started; schedules added during the
     /// call are computed from it.
     pub now_ms: i64,
@@ -186,6 +196,9 @@ impl CallState {
             messages: Vec::new(),
             events: Vec::new(),
             schedules: Vec::new(),
+            sends: Vec::new(),
+            requests: Vec::new(),
+            deadline: tokio::time::Instant::now() + services.call_timeout,
             now_ms,
             spent: 0,
             limits: Limits {
@@ -241,8 +254,11 @@ impl CallState {
 
     /// Traps once a call has produced too many effects.
     pub fn count_effect(&self) -> wasmtime::Result<()> {
-        let n =
-            self.kv.writes.len() + self.messages.len() + self.events.len() + self.schedules.len();
+        let n = self.kv.writes.len()
+            + self.messages.len()
+            + self.events.len()
+            + self.schedules.len()
+            + self.sends.len();
         if n >= MAX_EFFECTS {
             wasmtime::bail!(
                 "plugin {:?} produced more than {MAX_EFFECTS} effects in one call",

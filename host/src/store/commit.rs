@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::{
-    AuditRecord, Db, Fired, KvChanges, OutMessage, ScheduleChange, StoreError, audit, classify, kv,
-    outbox, schedules,
+    AuditRecord, Db, Fired, KvChanges, NewSend, OutMessage, ScheduleChange, SendUpdate, StoreError,
+    audit, classify, http, kv, outbox, schedules,
 };
 
 /// An event to store, with the subscribers it goes to.
@@ -99,6 +99,10 @@ pub struct Commit {
     pub schedules: Vec<ScheduleChange>,
     /// For scheduled runs: where the schedule goes next.
     pub fired: Option<Fired>,
+    /// HTTP requests to send after the commit.
+    pub sends: Vec<NewSend>,
+    /// For the HTTP sender: what became of a try.
+    pub sent: Option<SendUpdate>,
 }
 
 impl Commit {
@@ -119,6 +123,8 @@ impl Commit {
             delivery: None,
             schedules: Vec::new(),
             fired: None,
+            sends: Vec::new(),
+            sent: None,
         }
     }
 }
@@ -185,6 +191,8 @@ impl Commit {
                 },
                 ..f.clone()
             }),
+            sends: Vec::new(),
+            sent: self.sent.clone(),
         }
     }
 }
@@ -266,6 +274,12 @@ impl Db {
         schedules::apply_changes(&mut tx, &c.schedules, now).await?;
         for m in &c.messages {
             outbox::insert(&mut tx, m, now).await.map_err(classify)?;
+        }
+        for send in &c.sends {
+            http::insert(&mut tx, send, now).await?;
+        }
+        if let Some(update) = &c.sent {
+            http::update(&mut tx, update, now).await?;
         }
         for e in &c.events {
             let id: i64 = sqlx::query_scalar(

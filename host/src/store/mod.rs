@@ -9,6 +9,7 @@
 mod audit;
 mod commit;
 mod events;
+mod http;
 mod kv;
 mod outbox;
 mod positions;
@@ -24,6 +25,7 @@ use sqlx::{AnyPool, Executor};
 pub use audit::{AuditEntry, AuditRecord, Decision, Outcome};
 pub use commit::{Commit, DeliveryUpdate, NewEvent, RoleChange};
 pub use events::PendingDelivery;
+pub use http::{NewSend, PendingSend, SendUpdate};
 pub use kv::{KvChanges, KvReads, KvRow, MAX_SCAN_ROWS, scan_digest};
 pub use outbox::{OutMessage, PendingMessage, Target};
 pub use retention::{Cutoffs, Pruned};
@@ -98,6 +100,8 @@ pub struct Db {
     deliverable: std::sync::Arc<tokio::sync::Notify>,
     /// Bounds of what each kv namespace holds, for the quota.
     usage: kv::Usage,
+    /// Signalled after every commit that left HTTP requests to send.
+    sendable: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Db {
@@ -119,6 +123,7 @@ impl Db {
                 write,
                 deliverable: std::sync::Arc::default(),
                 usage: kv::Usage::default(),
+                sendable: std::sync::Arc::default(),
             })
         } else {
             let pool = AnyPoolOptions::new()
@@ -134,6 +139,7 @@ impl Db {
                 write: pool,
                 deliverable: std::sync::Arc::default(),
                 usage: kv::Usage::default(),
+                sendable: std::sync::Arc::default(),
             })
         }
     }
@@ -165,6 +171,15 @@ impl Db {
         if !c.messages.is_empty() || !c.events.is_empty() || c.delivery.is_some() {
             self.deliverable.notify_one();
         }
+        if !c.sends.is_empty() {
+            self.sendable.notify_one();
+        }
+    }
+
+    /// Resolves after the next commit that left HTTP requests to send (or
+    /// at once if one happened since the last wait).
+    pub async fn sendable(&self) {
+        self.sendable.notified().await;
     }
 
     /// Which backend this is.

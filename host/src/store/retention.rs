@@ -1,7 +1,7 @@
 //! Pruning what the host no longer needs, so tables do not grow forever:
 //! old audit rows, markers of handled messages, delivered or given-up
-//! messages, and events whose every delivery finished. Nothing pending is
-//! ever touched.
+//! messages and HTTP requests, and events whose every delivery finished.
+//! Nothing pending is ever touched.
 
 use super::{Db, StoreError};
 
@@ -12,7 +12,7 @@ pub struct Pruned {
     pub audit: u64,
     /// Processed-message markers.
     pub processed: u64,
-    /// Outbox rows.
+    /// Outbox rows and finished HTTP requests.
     pub outbox: u64,
     /// Events, with their deliveries.
     pub events: u64,
@@ -25,7 +25,7 @@ pub struct Cutoffs {
     pub audit_ms: i64,
     /// For processed-message markers.
     pub processed_ms: i64,
-    /// For finished outbox rows.
+    /// For finished outbox rows and HTTP requests.
     pub outbox_ms: i64,
     /// For finished events.
     pub events_ms: i64,
@@ -62,7 +62,12 @@ impl Db {
              AND (delivered_ms IS NOT NULL OR given_up_ms IS NOT NULL)",
             cut.outbox_ms,
         )
-        .await?;
+        .await?
+            + run(
+                "DELETE FROM http_sends WHERE created_ms < $1 AND state <> 'pending'",
+                cut.outbox_ms,
+            )
+            .await?;
         // Deliveries first: they point at their event.
         let mut tx = self.begin().await?;
         sqlx::query(concat!(

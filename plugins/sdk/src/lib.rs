@@ -33,7 +33,7 @@ pub use bindings::ikkyu::plugin::types::{
     ArgKind, CommandError, CommandSpec, CronSpec, Firing, Invocation, PluginInfo, ScheduleSpec,
     Value, When,
 };
-pub use bindings::ikkyu::plugin::{chat, config, directory, events, schedule};
+pub use bindings::ikkyu::plugin::{chat, config, directory, events, http, schedule};
 pub use spec::{Command, Info};
 
 use bindings::exports::ikkyu::plugin::guest::Guest;

@@ -7,6 +7,7 @@ mod chat;
 mod config;
 mod directory;
 mod events;
+mod http;
 mod kv;
 mod log;
 mod schedule;

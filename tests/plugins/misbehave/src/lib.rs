@@ -10,7 +10,7 @@
 
 use ikkyu_plugin_sdk::{
     ArgKind, Args, Command, CommandError, Info, Invocation, Plugin, PluginInfo, chat, cron, events,
-    export_plugin, failed, kv, schedule,
+    export_plugin, failed, http, kv, schedule,
 };
 
 struct Misbehave;
@@ -73,6 +73,25 @@ impl Plugin for Misbehave {
                 ArgKind::Integer,
                 "first index",
             ))
+            .command(
+                Command::new("get", "read a URL now")
+                    .arg("url", ArgKind::Word, "URL")
+                    .optional("auth", ArgKind::Text, "Authorization header"),
+            )
+            .command(
+                Command::new("post", "POST to a URL after the commit")
+                    .arg("url", ArgKind::Word, "URL")
+                    .arg("tag", ArgKind::Word, "tag")
+                    .optional("auth", ArgKind::Text, "Authorization header"),
+            )
+            .command(
+                Command::new("post-then-fail", "ask for a POST, then fail").arg(
+                    "url",
+                    ArgKind::Word,
+                    "URL",
+                ),
+            )
+            .command(Command::new("sent", "what came of a POST").arg("tag", ArgKind::Word, "tag"))
             .command(Command::new("count", "scan a prefix").arg("prefix", ArgKind::Word, "prefix"))
             .build()
     }
@@ -163,6 +182,42 @@ impl Plugin for Misbehave {
                 }
                 Ok(format!("stored fill/{from}..{}", from + 16))
             }
+            "get" => {
+                let request = request(
+                    "GET",
+                    args.text("url").unwrap_or_default(),
+                    args.text("auth"),
+                );
+                match http::fetch(&request) {
+                    Ok(r) => Ok(format!(
+                        "status {}: {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body)
+                    )),
+                    Err(e) => Ok(format!("fetch failed: {e}")),
+                }
+            }
+            "post" => {
+                let tag = args.text("tag").unwrap_or_default();
+                let request = request(
+                    "POST",
+                    args.text("url").unwrap_or_default(),
+                    args.text("auth"),
+                );
+                http::send(&request, tag).map_err(failed)?;
+                Ok(format!("queued {tag}"))
+            }
+            "post-then-fail" => {
+                let request = request("POST", args.text("url").unwrap_or_default(), None);
+                http::send(&request, "doomed").map_err(failed)?;
+                Err(failed("failing after asking for a POST"))
+            }
+            "sent" => {
+                let tag = args.text("tag").unwrap_or_default();
+                let outcome: Option<serde_json::Value> =
+                    kv::get(&format!("sent/{tag}")).map_err(failed)?;
+                Ok(outcome.map_or_else(|| format!("nothing yet for {tag}"), |o| o.to_string()))
+            }
             "count" => {
                 let prefix = args.text("prefix").unwrap_or_default();
                 let n = ikkyu_plugin_sdk::bindings::ikkyu::plugin::kv::scan(prefix).len();
@@ -181,6 +236,31 @@ impl Plugin for Misbehave {
             }
             other => Err(failed(format!("no command {other:?}"))),
         }
+    }
+
+    fn handle_event(topic: &str, payload: serde_json::Value, source: &str) -> Result<(), String> {
+        if topic == "http.sent" && source == "ikkyu" {
+            let tag = payload.get("tag").and_then(|t| t.as_str()).unwrap_or("?");
+            kv::set(&format!("sent/{tag}"), &payload)?;
+        }
+        Ok(())
+    }
+}
+
+/// A request with a body naming the plugin and, if given, an
+/// `Authorization` header.
+fn request(method: &str, url: &str, auth: Option<&str>) -> http::Request {
+    http::Request {
+        method: method.into(),
+        url: url.into(),
+        headers: auth
+            .map(|a| vec![("Authorization".to_owned(), a.to_owned())])
+            .unwrap_or_default(),
+        body: if method == "POST" {
+            b"{\"from\": \"misbehave\"}".to_vec()
+        } else {
+            Vec::new()
+        },
     }
 }
 
