@@ -804,6 +804,23 @@ mod tests {
                 "[matrix]\nhomeserver = \"http://h\"\npassword = \"x\"\nallowed_inviters = [\"bob\"]",
                 "matrix.allowed_inviters",
             ),
+            (
+                "[plugins.release]\nhttp = [\"https://jira.example.org/rest\"]",
+                "plugins.release.http",
+            ),
+            (
+                "[plugins.release]\nhttp = [\"https://jira.example.org\"]\n\
+                 [plugins.release.secrets.jira]\nvalue = \"t\"\norigins = [\"https://evil.example.org\"]",
+                "is not one of the origins under plugins.release.http",
+            ),
+            (
+                "[plugins.release.secrets.jira]\nvalue = \"t\"\norigins = []\nextra = 1",
+                "unknown field",
+            ),
+            (
+                "[plugins.points]\nkv_quota_mb = 0",
+                "plugins.points.kv_quota_mb",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(text).expect_err(text).to_string();
