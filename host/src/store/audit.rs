@@ -66,7 +66,7 @@ impl Outcome {
 pub struct AuditRecord {
     /// When, ms since the epoch.
     pub at_ms: i64,
-    /// `command`, `event` or `schedule`.
+    /// `command`, `event`, `schedule`, `delivery`, `reload` or `http` (a try of a send).
     pub kind: &'static str,
     /// Who: a user id, `plugin:<name>` for events, `watcher` for reloads.
     pub actor: String,
