@@ -323,10 +323,7 @@ impl Bot {
             let wait = match backstop(self.sender.pass(), "an HTTP send pass").await {
                 Ok(_) => {
                     outage.over();
-                    self.sender.next_due_ms().await.map_or(IDLE_PASS, |t| {
-                        let ms = u64::try_from((t - self.clock.now_ms()).max(100)).unwrap_or(0);
-                        std::time::Duration::from_millis(ms).min(IDLE_PASS)
-                    })
+                    self.until(self.sender.next_due_ms().await)
                 }
                 Err(e) => outage.failed(&*e),
             };
@@ -337,17 +334,33 @@ impl Bot {
         }
     }
 
-    /// How long until the earliest failed send or delivery is due again.
-    async fn next_retry_in(&self) -> std::time::Duration {
+    /// When the earliest pending message, event delivery or HTTP send is
+    /// due, ms since the epoch; none when nothing is pending.
+    pub async fn next_effect_due_ms(&self) -> Option<i64> {
+        let (chat, send) = tokio::join!(self.next_chat_due_ms(), self.sender.next_due_ms());
+        chat.into_iter().chain(send).min()
+    }
+
+    async fn next_chat_due_ms(&self) -> Option<i64> {
         let (a, b) = tokio::join!(
             self.db.outbox_next_attempt(),
             self.db.deliveries_next_attempt()
         );
-        let next = [a.ok().flatten(), b.ok().flatten()]
+        [a.ok().flatten(), b.ok().flatten()]
             .into_iter()
             .flatten()
-            .min();
-        next.map_or(IDLE_PASS, |t| {
+            .min()
+    }
+
+    /// How long until the earliest failed message or delivery is due again.
+    async fn next_retry_in(&self) -> std::time::Duration {
+        self.until(self.next_chat_due_ms().await)
+    }
+
+    /// The pause until `due` (ms since the epoch): at least 100 ms, at most
+    /// [`IDLE_PASS`], which is also the pause when nothing is due.
+    fn until(&self, due: Option<i64>) -> std::time::Duration {
+        due.map_or(IDLE_PASS, |t| {
             let ms = u64::try_from((t - self.clock.now_ms()).max(100)).unwrap_or(0);
             std::time::Duration::from_millis(ms).min(IDLE_PASS)
         })

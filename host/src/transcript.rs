@@ -10,12 +10,18 @@
 //! ~ time 2026-11-23T09:59 Asia/Shanghai <- set the clock (zone: UTC if none)
 //! ~ wait 2h                            <- let time pass with the bot running
 //! ~ down 3h                            <- stop, let time pass, start again
+//! ~ settle                             <- wait until every pending effect is done
 //! # a comment
 //! ```
 //!
 //! The clock is the transcript's own: it starts at the real time and
 //! moves only by `~` lines. While time passes with the bot running, every
 //! schedule fires at its due time, as it would on a running bot.
+//!
+//! Each message's effects (replies, other messages, events, HTTP sends and
+//! the events their outcomes produce) are done before the next line, as
+//! far as they can be at once. `~ settle` goes on until none is left:
+//! retries wait their pause, with the clock moved to each one's due time.
 //!
 //! Every reply must be matched, in order: a reply nobody expected fails
 //! the transcript, which is how "answered exactly once" is tested.
@@ -45,6 +51,10 @@ enum Step {
         pattern: Regex,
     },
     Restart {
+        line: usize,
+    },
+    /// Lets pending effects finish, moving the clock to each retry.
+    Settle {
         line: usize,
     },
     /// Moves the clock to an instant (`set`) or by a duration, with the
@@ -154,6 +164,7 @@ impl Transcript {
                     steps.push(Step::Expect { line, pattern });
                 }
                 "~" if rest.trim() == "restart" => steps.push(Step::Restart { line }),
+                "~" if rest.trim() == "settle" => steps.push(Step::Settle { line }),
                 "~" => {
                     let (verb, arg) = rest.trim().split_once(' ').unwrap_or((rest.trim(), ""));
                     let step = match verb {
@@ -168,7 +179,7 @@ impl Transcript {
                         _ => {
                             return Err(fail(
                                 line,
-                                "`~` lines are `~ restart`, `~ time <YYYY-MM-DDTHH:MM> [zone]`, `~ wait <duration>` or `~ down <duration>`".into(),
+                                "`~` lines are `~ restart`, `~ settle`, `~ time <YYYY-MM-DDTHH:MM> [zone]`, `~ wait <duration>` or `~ down <duration>`".into(),
                             ));
                         }
                     };
@@ -323,6 +334,16 @@ impl Transcript {
                     bot = start(*line).await?;
                     replies.extend(sink.take());
                 }
+                Step::Settle { line } => {
+                    self.no_leftovers(&replies, *line)?;
+                    settle(&bot, &manual).await.map_err(|e| Failure {
+                        path: self.path.clone(),
+                        line: *line,
+                        message: format!("pending effects failed: {e:#}"),
+                    })?;
+                    replies.extend(sink.take());
+                    last_line = *line;
+                }
                 Step::Time { line, to, down } => {
                     self.no_leftovers(&replies, *line)?;
                     let target = match to {
@@ -366,6 +387,21 @@ impl Transcript {
             }),
         }
     }
+}
+
+/// Does every pending effect, letting time pass to each retry's due time,
+/// until nothing is left that could still happen.
+async fn settle(bot: &Bot, clock: &ManualClock) -> anyhow::Result<()> {
+    for _ in 0..1_000 {
+        bot.flush().await?;
+        match bot.next_effect_due_ms().await {
+            Some(due) if due > clock.now_ms() => pass_time(bot, clock, due).await?,
+            // Nothing pending, or only what cannot be done at all now (a
+            // quarantined subscriber's deliveries).
+            _ => return Ok(()),
+        }
+    }
+    anyhow::bail!("effects kept coming after 1,000 rounds")
 }
 
 /// Moves the clock to `target` the way time passes for a running bot:

@@ -262,3 +262,41 @@ async fn a_failing_server_is_tried_again_under_the_same_key() -> anyhow::Result<
     bot.shutdown().await;
     Ok(())
 }
+
+/// `~ settle` in a transcript waits out a send's retries (moving the
+/// transcript's clock to each) and what its outcome does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcripts_settle_pending_sends() -> anyhow::Result<()> {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let web = FakeWeb::start({
+        let calls = calls.clone();
+        move |_| {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                Reply::text(502, "bad gateway")
+            } else {
+                Reply::text(200, "ok")
+            }
+        }
+    })
+    .await?;
+    let origin = &web.origin;
+    let text = format!(
+        "% [plugins.misbehave]\n\
+         % http = [{{ origin = \"{origin}\", allow_private = true }}]\n\
+         > @root:local !post {origin}/hook flaky\n\
+         < ^queued flaky$\n\
+         > @root:local !sent flaky\n\
+         < ^nothing yet for flaky$\n\
+         ~ settle\n\
+         > @root:local !sent flaky\n\
+         < \"status\":200.*\"tries\":3\n"
+    );
+    let transcript = ikkyu::transcript::Transcript::parse(Path::new("settle.chat"), &text)?;
+    let setup = ikkyu::transcript::Setup {
+        plugins_dir: ikkyu_e2e::plugins_dir()?.to_path_buf(),
+        database_url: None,
+    };
+    transcript.run(&setup).await?;
+    assert_eq!(web.received().len(), 3);
+    Ok(())
+}
