@@ -74,46 +74,29 @@ pub trait ChatSink: Send + Sync {
 /// direct-message rooms. A handle rather than the sink itself, so nothing
 /// in a call can deliver before its commit.
 #[derive(Clone)]
-pub struct RoomKinds(Arc<dyn ChatSink>);
+pub struct RoomKinds(Option<Arc<dyn ChatSink>>);
 
 impl RoomKinds {
     /// Answers for `sink`.
     pub fn of(sink: Arc<dyn ChatSink>) -> Self {
-        Self(sink)
+        Self(Some(sink))
     }
 
     /// Knows no direct-message rooms (benchmarks, tools without chat).
     pub fn none() -> Self {
-        Self(Arc::new(NoChat))
+        Self(None)
     }
 
     /// See [`ChatSink::is_direct_room`].
     pub fn is_direct(&self, room: &str) -> bool {
-        self.0.is_direct_room(room)
+        self.0
+            .as_ref()
+            .is_some_and(|sink| sink.is_direct_room(room))
     }
 }
 
 impl std::fmt::Debug for RoomKinds {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RoomKinds")
-    }
-}
-
-/// A sink with no chat behind it, for [`RoomKinds::none`].
-struct NoChat;
-
-impl ChatSink for NoChat {
-    fn deliver<'a>(
-        &'a self,
-        _key: &'a str,
-        message: &'a OutMessage,
-    ) -> BoxFuture<'a, Result<(), ChatError>> {
-        Box::pin(async move {
-            Err(ChatError {
-                target: format!("{:?}", message.target),
-                message: "there is no chat here".into(),
-                permanent: true,
-            })
-        })
     }
 }

@@ -148,9 +148,15 @@ impl Request {
     /// `METHOD scheme://host:port/path`, what the audit log keeps (no query,
     /// which may carry data, no body).
     pub fn describe(&self) -> String {
-        let origin = Origin::of(&self.url).map_or_else(|| "?".into(), |o| o.to_string());
-        format!("{} {origin}{}", self.method, self.url.path())
+        describe(self.method.as_str(), &self.url)
     }
+}
+
+/// `METHOD scheme://host:port/path` of a request: what the audit log
+/// keeps (no query, which may carry data, no body).
+pub fn describe(method: &str, url: &reqwest::Url) -> String {
+    let origin = Origin::of(url).map_or_else(|| "?".into(), |o| o.to_string());
+    format!("{method} {origin}{}", url.path())
 }
 
 /// What came back, with every secret value replaced by its `{secret:NAME}`.

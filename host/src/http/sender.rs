@@ -194,21 +194,9 @@ impl Sender {
     }
 }
 
-/// `METHOD scheme://host:port/path`, without the query.
+/// `METHOD scheme://host:port/path` of a stored request.
 fn describe(method: &str, url: &str) -> String {
-    reqwest::Url::parse(url).map_or_else(
-        |_| format!("{method} ?"),
-        |u| {
-            super::Request {
-                method: reqwest::Method::from_bytes(method.as_bytes())
-                    .unwrap_or(reqwest::Method::GET),
-                url: u,
-                headers: Vec::new(),
-                body: Vec::new(),
-            }
-            .describe()
-        },
-    )
+    reqwest::Url::parse(url).map_or_else(|_| format!("{method} ?"), |u| super::describe(method, &u))
 }
 
 /// The payload of `http.sent`: the tag, and the status and body (as text,

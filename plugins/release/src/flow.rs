@@ -390,63 +390,80 @@ fn freed(request: &Request, rules: &Rules) -> Option<String> {
 
 /// The release is done.
 pub fn finish(request: &Request, by: &Actor, rules: &Rules) -> Result<Step, Refusal> {
-    if !is_initiator_or_ops(request, by) {
-        return Err(Refusal::NotAllowed {
-            step: "finish",
-            who: "its initiator or ops",
-        });
-    }
-    if request.state != State::Started {
-        return Err(Refusal::WrongState {
-            n: request.n,
-            state: request.state,
-            step: "finished",
+    end(
+        request,
+        by,
+        rules,
+        End {
+            to: State::Finished,
+            verb: "finish",
+            done: "finished",
+            from: |s| s == State::Started,
             hint: "only a started release is finished",
-        });
-    }
-    let mut step = moved(request, State::Finished);
-    step.frees_lock = freed(request, rules);
-    Ok(step)
+        },
+    )
 }
 
 /// The request is called off, before or during the release.
 pub fn cancel(request: &Request, by: &Actor, rules: &Rules) -> Result<Step, Refusal> {
-    if !is_initiator_or_ops(request, by) {
-        return Err(Refusal::NotAllowed {
-            step: "cancel",
-            who: "its initiator or ops",
-        });
-    }
-    if !request.state.is_open() {
-        return Err(Refusal::WrongState {
-            n: request.n,
-            state: request.state,
-            step: "cancelled",
+    end(
+        request,
+        by,
+        rules,
+        End {
+            to: State::Cancelled,
+            verb: "cancel",
+            done: "cancelled",
+            from: State::is_open,
             hint: "it is already over",
-        });
-    }
-    let mut step = moved(request, State::Cancelled);
-    step.frees_lock = freed(request, rules);
-    Ok(step)
+        },
+    )
 }
 
 /// A started or finished release is undone.
 pub fn rollback(request: &Request, by: &Actor, rules: &Rules) -> Result<Step, Refusal> {
+    end(
+        request,
+        by,
+        rules,
+        End {
+            to: State::RolledBack,
+            verb: "roll back",
+            done: "rolled back",
+            from: |s| matches!(s, State::Started | State::Finished),
+            hint: "only a started or finished release is rolled back; cancel it instead",
+        },
+    )
+}
+
+/// One way a release ends: where it goes, from where, and how it reads.
+struct End {
+    to: State,
+    verb: &'static str,
+    done: &'static str,
+    from: fn(State) -> bool,
+    hint: &'static str,
+}
+
+/// The steps that end a release (finish, cancel, rollback) share their
+/// rules: the initiator or ops, from the states `how` allows, freeing the
+/// lock a started critical release held.
+fn end(request: &Request, by: &Actor, rules: &Rules, how: End) -> Result<Step, Refusal> {
     if !is_initiator_or_ops(request, by) {
         return Err(Refusal::NotAllowed {
-            step: "roll back",
+            step: how.verb,
             who: "its initiator or ops",
         });
     }
-    if !matches!(request.state, State::Started | State::Finished) {
+    if !(how.from)(request.state) {
         return Err(Refusal::WrongState {
             n: request.n,
             state: request.state,
-            step: "rolled back",
-            hint: "only a started or finished release is rolled back; cancel it instead",
+            step: how.done,
+            hint: how.hint,
         });
     }
-    let mut step = moved(request, State::RolledBack);
+    let mut step = moved(request, how.to);
     step.frees_lock = freed(request, rules);
     Ok(step)
 }
