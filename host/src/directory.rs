@@ -47,6 +47,19 @@ impl Directory {
         Ok(Held(all))
     }
 
+    /// Everyone who holds `role`, from the config or chat, sorted.
+    pub async fn members(&self, role: &str) -> Result<Vec<String>, StoreError> {
+        let mut users: Vec<String> = self
+            .everyone()
+            .await?
+            .into_iter()
+            .filter(|(_, r, _)| r == role)
+            .map(|(u, _, _)| u)
+            .collect();
+        users.dedup();
+        Ok(users)
+    }
+
     /// Every (user, role, source) known, sorted by user.
     pub async fn everyone(&self) -> Result<Vec<(String, String, &'static str)>, StoreError> {
         let mut all: Vec<(String, String, &'static str)> = self

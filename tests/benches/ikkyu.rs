@@ -99,6 +99,43 @@ async fn points_path(
     Ok((stats(samples), rate))
 }
 
+/// `!release request` against the loopback fake Jira: two fetches (the
+/// ticket, its links), five signs, one commit; each a new ticket, so the
+/// queue grows while it is measured, as it would in a busy week.
+async fn release_requests(db_url: &str, data: &Path) -> anyhow::Result<Stats> {
+    const RELEASE_WARMUP: usize = 50;
+    const RELEASE_SAMPLES: usize = 500;
+    let trackers = ikkyu_e2e::trackers::Trackers::start().await?;
+    let jira = &trackers.jira.origin;
+    let extra = format!(
+        "quarantine_after = 1000000\n\
+         [plugins.release]\n\
+         grants = [\"chat\", \"kv\", \"events\", \"schedule\", \"directory\", \"config\", \"log\", \"http\"]\n\
+         http = [{{ origin = {jira:?}, allow_private = true }}]\n\
+         [plugins.release.config]\nremind_after = \"1d\"\n\
+         [plugins.release.config.tracker]\nkind = \"jira\"\nurl = {jira:?}\n"
+    );
+    let (bot, sink) = start_bot(db_url, data, &extra).await?;
+    let console = Console::new(11);
+    let mut samples = Vec::with_capacity(RELEASE_SAMPLES);
+    for i in 0..(RELEASE_WARMUP + RELEASE_SAMPLES) {
+        let msg = console.message("@ann:local", &format!("!dobro R{i}-1 --no-admin"), 0);
+        let t = Instant::now();
+        bot.handle(&msg).await?;
+        let took = t.elapsed();
+        let replies = sink.take();
+        anyhow::ensure!(
+            replies.iter().any(|r| r.contains("is in the queue")),
+            "request {i} was not queued: {replies:?}"
+        );
+        if i >= RELEASE_WARMUP {
+            samples.push(took);
+        }
+    }
+    bot.shutdown().await;
+    Ok(stats(samples))
+}
+
 async fn empty_call(bot: &Bot) -> anyhow::Result<Stats> {
     let table = bot.registry().current();
     let plugin = table
@@ -262,6 +299,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Err(_) => println!("| PostgreSQL | skipped: IKKYU_TEST_POSTGRES_URL is not set |"),
     }
+
+    let rdata = tempfile::tempdir()?;
+    let release = release_requests(&sqlite_url(rdata.path()), rdata.path()).await?;
+    println!(
+        "| `!release request`, loopback Jira (2 fetches, 5 signs), SQLite: p50 / p99 | {} / {} |",
+        us(release.p50),
+        us(release.p99)
+    );
 
     let (idle, rate) = schedules().await?;
     println!(

@@ -596,3 +596,134 @@ async fn echoes_are_inert_and_rich_replies_are_commands() -> anyhow::Result<()> 
     assert!(!reply.body.contains("unknown command"), "{}", reply.body);
     Ok(())
 }
+
+/// The release queue on Matrix with three people in the release room:
+/// Ann asks, Bob approves, Olga takes it as the admin. Each is told what
+/// concerns them by direct message, and a second release of the same
+/// critical component cannot start while the first runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_people_walk_a_release_from_request_to_finish() -> anyhow::Result<()> {
+    let hs = synapse::shared().await?;
+    let ann = Human::new(hs, "rel-ann").await?;
+    let bob = Human::new(hs, "rel-bob").await?;
+    let olga = Human::new(hs, "rel-olga").await?;
+    let dir = tempfile::tempdir()?;
+    let extra = format!(
+        "[roles]\napprover = [{bob:?}]\nops = [{olga:?}]\n\
+         [plugins.release]\ngrants = [\"chat\", \"direct\", \"kv\", \"events\", \"schedule\", \"directory\", \"config\", \"log\"]\n\
+         rooms = [\"$ROOM\"]\n\
+         [plugins.release.config]\nroom = \"$ROOM\"\ncritical = [\"billing\"]\n",
+        bob = bob.user_id(),
+        olga = olga.user_id()
+    );
+    let mut bot = BotProcess::new(hs, "rel-bot", dir.path(), &[ann.user_id()], "", &extra).await?;
+    let bot_id = bot.account.user_id.clone();
+    // The room exists before the bot starts, so its config can name it;
+    // the bot takes the invite that waited for it.
+    let room = ann
+        .create_room(&[bob.user_id(), olga.user_id(), &bot_id], false)
+        .await?;
+    let config = dir.path().join("ikkyu.toml");
+    let text = std::fs::read_to_string(&config)?.replace("$ROOM", room.room_id().as_str());
+    std::fs::write(&config, text)?;
+    bot.start()?;
+    let mut rooms = Vec::new();
+    for (who, human) in [("bob", &bob), ("olga", &olga)] {
+        let joined = human
+            .client
+            .join_room_by_id(room.room_id())
+            .await
+            .map_err(|e| anyhow::anyhow!("{who} cannot join: {e}"))?;
+        rooms.push(joined);
+    }
+    let (bob_room, olga_room) = (rooms.remove(0), rooms.remove(0));
+    if let Err(e) = ann
+        .wait_membership(&room, &bot_id, MembershipState::Join, WAIT)
+        .await
+    {
+        anyhow::bail!("{e}\nbot log:\n{}", bot.log());
+    }
+    let say = say_in;
+    let dm = |h, what| dm_from(h, &bot_id, room.room_id(), what);
+    let asked = say(&ann, &room, "!dobro BILL-1 --component billing").await?;
+    assert!(
+        asked.body.contains("is in the queue as **#1**")
+            || asked.body.contains("is in the queue as #1"),
+        "{}",
+        asked.body
+    );
+    dm(&bob, "New release request #1").await?;
+    let second = say(&ann, &room, "!dobro BILL-2 --component billing --no-admin").await?;
+    assert!(second.body.contains("#2"), "{}", second.body);
+
+    let denied = say(&olga, &olga_room, "!release accept 1").await?;
+    assert!(
+        denied.body.to_lowercase().contains("approver"),
+        "{}",
+        denied.body
+    );
+    let accepted = say(&bob, &bob_room, "!release accept 1").await?;
+    assert!(accepted.body.contains("accepted"), "{}", accepted.body);
+    dm(&ann, "was accepted by").await?;
+    dm(&olga, "needs an admin: `!release here 1`").await?;
+    say(&bob, &bob_room, "!release accept 2").await?;
+
+    let early = say(&ann, &room, "!release start 1").await?;
+    assert!(early.body.contains("needs an admin"), "{}", early.body);
+    let taken = say(&olga, &olga_room, "!release here 1").await?;
+    assert!(taken.body.contains("is the admin of #1"), "{}", taken.body);
+    dm(&ann, "is the admin of #1").await?;
+
+    let started = say(&ann, &room, "!release start 1").await?;
+    assert!(started.body.contains("started by"), "{}", started.body);
+    dm(&olga, "started by").await?;
+    let locked = say(&ann, &room, "!release start 2").await?;
+    assert!(
+        locked.body.contains("billing is being released in #1"),
+        "{}",
+        locked.body
+    );
+
+    let finished = say(&ann, &room, "!release finish 1").await?;
+    assert!(finished.body.contains("finished by"), "{}", finished.body);
+    let now_free = say(&ann, &room, "!release start 2").await?;
+    assert!(
+        now_free.body.contains("#2") && now_free.body.contains("started by"),
+        "{}",
+        now_free.body
+    );
+    let shown = say(&bob, &bob_room, "!release show 1").await?;
+    for step in [
+        "requested by",
+        "accepted by",
+        "taken by",
+        "started by",
+        "finished by",
+    ] {
+        assert!(shown.body.contains(step), "{step} missing:\n{}", shown.body);
+    }
+    bot.check_alive()?;
+    Ok(())
+}
+
+/// Says `text` in `room` and waits for the bot's reply to it.
+async fn say_in(h: &Human, room: &Room, text: &str) -> anyhow::Result<Seen> {
+    let id = h.say(room, text).await?;
+    h.reply_to(&id, WAIT).await
+}
+
+/// Waits for a direct message from `bot` (outside `group`) containing
+/// `what`.
+async fn dm_from(
+    h: &Human,
+    bot: &str,
+    group: &matrix_sdk::ruma::RoomId,
+    what: &str,
+) -> anyhow::Result<Seen> {
+    h.wait_for(WAIT, what, |seen| {
+        seen.iter()
+            .find(|m| m.room != group && m.sender.as_str() == bot && m.body.contains(what))
+            .cloned()
+    })
+    .await
+}

@@ -1,11 +1,24 @@
-//! Every `.chat` transcript, on SQLite and on PostgreSQL.
+//! Every `.chat` transcript, on SQLite and on PostgreSQL, with the fake
+//! issue trackers running (`${JIRA}`, `${GITLAB}`, … in a transcript are
+//! their origins; see `ikkyu_e2e::trackers`).
 
-use ikkyu::transcript::{Setup, Transcript};
+use ikkyu::transcript::{Failure, Setup, Transcript};
+use ikkyu_e2e::trackers::Trackers;
 use ikkyu_e2e::{TempPostgres, plugins_dir, postgres_url, transcripts};
+
+fn load(path: &std::path::Path, trackers: &Trackers) -> Result<Transcript, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| Failure {
+        path: path.into(),
+        line: 0,
+        message: format!("cannot read: {e}"),
+    })?;
+    Transcript::parse(path, &trackers.substitute(&text))
+}
 
 async fn run_all(database: Option<&str>) -> anyhow::Result<usize> {
     let plugins = plugins_dir()?.to_path_buf();
     let files = transcripts()?;
+    let trackers = Trackers::start().await?;
     assert!(files.len() >= 5, "transcripts went missing: {files:?}");
     let mut failures = Vec::new();
     for file in &files {
@@ -17,7 +30,7 @@ async fn run_all(database: Option<&str>) -> anyhow::Result<usize> {
             plugins_dir: plugins.clone(),
             database_url: temp.as_ref().map(|t| t.url.clone()),
         };
-        let result = match Transcript::load(file) {
+        let result = match load(file, &trackers) {
             Ok(t) => t.run(&setup).await.map(|_| ()),
             Err(e) => Err(e),
         };

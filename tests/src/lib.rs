@@ -8,6 +8,7 @@
 pub mod matrix;
 pub mod proxy;
 pub mod synapse;
+pub mod trackers;
 pub mod web;
 
 use std::path::{Path, PathBuf};
@@ -217,11 +218,18 @@ async fn start_bot_full(
 fn test_config(db_url: &str, data: &Path, plugins: &Path, extra: &str) -> anyhow::Result<Config> {
     let all =
         r#"grants = ["chat", "kv", "events", "schedule", "directory", "config", "log", "http"]"#;
-    let sections: String = ["points", "emitter", "misbehave", "contacts", "oncall"]
-        .iter()
-        .filter(|p| !extra.contains(&format!("[plugins.{p}]")))
-        .map(|p| format!("[plugins.{p}]\n{all}\n"))
-        .collect();
+    let sections: String = [
+        "points",
+        "emitter",
+        "misbehave",
+        "contacts",
+        "oncall",
+        "release",
+    ]
+    .iter()
+    .filter(|p| !extra.contains(&format!("[plugins.{p}]")))
+    .map(|p| format!("[plugins.{p}]\n{all}\n"))
+    .collect();
     let text = format!(
         "[database]\nurl = {db_url:?}\n[roles]\nadmin = [\"@root:local\"]\n{sections}\
          [plugins.announce]\n{all}\nrooms = [\"*\"]\n\

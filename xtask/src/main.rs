@@ -17,6 +17,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("ikkyu-contacts", "contacts"),
     ("ikkyu-announce", "announce"),
     ("ikkyu-oncall", "oncall"),
+    ("ikkyu-release", "release"),
 ];
 /// Plugins used only by tests; built into target/test-plugins.
 const TEST_PLUGINS: &[(&str, &str)] = &[
