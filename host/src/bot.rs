@@ -127,7 +127,12 @@ impl Bot {
             config.clone(),
             attempts.clone(),
         );
-        let sender = crate::http::sender::Sender::new(db.clone(), registry.clone(), clock.clone());
+        let sender = crate::http::sender::Sender::new(
+            db.clone(),
+            attempts.clone(),
+            registry.clone(),
+            clock.clone(),
+        );
         Ok(Self {
             db,
             config,

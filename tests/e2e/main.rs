@@ -34,5 +34,6 @@ mod lifecycle;
 mod matrix;
 mod outage;
 mod poison;
+mod release;
 mod schedules;
 mod transcripts;

@@ -610,7 +610,7 @@ async fn three_people_walk_a_release_from_request_to_finish() -> anyhow::Result<
     let dir = tempfile::tempdir()?;
     let extra = format!(
         "[roles]\napprover = [{bob:?}]\nops = [{olga:?}]\n\
-         [plugins.release]\ngrants = [\"chat\", \"direct\", \"kv\", \"events\", \"schedule\", \"directory\", \"config\", \"log\"]\n\
+         [plugins.release]\ngrants = [\"chat\", \"direct\", \"kv\", \"events\", \"schedule\", \"directory\", \"config\", \"log\", \"http\"]\n\
          rooms = [\"$ROOM\"]\n\
          [plugins.release.config]\nroom = \"$ROOM\"\ncritical = [\"billing\"]\n",
         bob = bob.user_id(),

@@ -5,7 +5,9 @@
 //! tells the plugin the outcome. Timeouts, unreachable servers and 5xx
 //! answers are tried again with growing pauses up to [`MAX_ATTEMPTS`]; a
 //! crash between a try and its commit repeats the try after the restart
-//! under the same key, so the server sees one request.
+//! under the same key; nothing else does: a commit that meets a
+//! serialization conflict (two outcomes at once on PostgreSQL) is retried
+//! as a commit, never by sending again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use super::{HttpError, Response};
+use crate::attempt::{Attempts, Ran};
 use crate::clock::SharedClock;
 use crate::registry::Registry;
 use crate::store::{AuditRecord, Commit, Db, Decision, NewEvent, Outcome, PendingSend, SendUpdate};
@@ -34,6 +37,9 @@ pub const HOST_SOURCE: &str = "ikkyu";
 /// Sends what plugins committed.
 pub struct Sender {
     db: Db,
+    /// Commits each try's outcome, taking a serialization conflict again:
+    /// a try whose outcome failed to commit would be sent once more.
+    attempts: Arc<Attempts>,
     registry: Arc<Registry>,
     clock: SharedClock,
     /// One pass at a time, so no request is tried twice at once.
@@ -48,9 +54,15 @@ impl std::fmt::Debug for Sender {
 
 impl Sender {
     /// A sender over `db`, using the rules of the plugins in `registry`.
-    pub fn new(db: Db, registry: Arc<Registry>, clock: SharedClock) -> Self {
+    pub fn new(
+        db: Db,
+        attempts: Arc<Attempts>,
+        registry: Arc<Registry>,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             db,
+            attempts,
             registry,
             clock,
             passing: tokio::sync::Mutex::new(()),
@@ -189,8 +201,12 @@ impl Sender {
             events,
             ..Commit::only_audit(None, audit, Vec::new())
         };
-        self.db.commit_once(&commit).await?;
-        Ok(())
+        match self.attempts.settle(&commit, &p.send.tag).await? {
+            Ran::Committed(_) | Ran::Duplicate => Ok(()),
+            other => {
+                anyhow::bail!("its outcome could not be committed ({other:?}); tried again later")
+            }
+        }
     }
 }
 

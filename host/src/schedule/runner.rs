@@ -226,7 +226,8 @@ impl Scheduler {
                 pass.failed += 1;
                 let detail = format!("cannot be read any more, removed: {e}");
                 let commit = self.failure(&run, None, Outcome::Error, detail, chrono_tz::Tz::UTC);
-                return Ok(self.db.commit_once(&commit).await?);
+                self.attempts.settle(&commit, &row.id).await?;
+                return Ok(());
             }
         };
         let next = when.next_after(now);
@@ -247,7 +248,8 @@ impl Scheduler {
                     vec![],
                 )
             };
-            return Ok(self.db.commit_once(&commit).await?);
+            self.attempts.settle(&commit, &row.id).await?;
+            return Ok(());
         };
         let call = RunCall {
             scheduler: self,

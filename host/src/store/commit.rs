@@ -214,16 +214,6 @@ fn next_stamp(now_ms: i64) -> i64 {
 }
 
 impl Db {
-    /// Commits `c`, taking "already committed" as success: for work that a
-    /// concurrent runner (another flush, another bot) may have finished
-    /// first, where the first commit is the one that counts.
-    pub async fn commit_once(&self, c: &Commit) -> Result<(), StoreError> {
-        match self.commit(c).await {
-            Ok(()) | Err(StoreError::Duplicate(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Commits `c` in one transaction. A commit the database refuses for
     /// what is in it is replaced by [`Commit::minimal`], so a poison value
     /// is recorded once instead of failing on every retry.
