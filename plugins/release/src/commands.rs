@@ -238,10 +238,9 @@ pub fn request(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
         "New release request {name} by {}: `!release accept {n}`",
         inv.sender
     );
-    notify::send(
+    notify::after(
         &s,
-        &inv.sender,
-        Some(&inv.room),
+        inv,
         Notice {
             room: Some(format!(
                 "📝 {name} requested by {}; waiting for an approver",
@@ -314,10 +313,9 @@ pub fn accept(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
         format!("✅ {name} was accepted by {}; {next}", inv.sender),
     )];
     direct.extend(ops.iter().map(|o| (o.as_str(), ask.clone())));
-    notify::send(
+    notify::after(
         &s,
-        &inv.sender,
-        Some(&inv.room),
+        inv,
         Notice {
             room: Some(format!("✅ {name} accepted by {}; {next}", inv.sender)),
             direct,
@@ -355,10 +353,9 @@ pub fn here(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
             format!("{} handed you {name} as its admin", inv.sender),
         ));
     }
-    notify::send(
+    notify::after(
         &s,
-        &inv.sender,
-        Some(&inv.room),
+        inv,
         Notice {
             room: Some(text.clone()),
             direct,
@@ -391,19 +388,7 @@ pub fn start(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
     let name = render::name(&record);
     let forced = note.map(|n| format!(" ({n})")).unwrap_or_default();
     let text = format!("🚀 {name} started by {}{forced}", inv.sender);
-    let mut direct = vec![(record.request.initiator.as_str(), text.clone())];
-    if let Some(a) = &record.request.admin {
-        direct.push((a.as_str(), text.clone()));
-    }
-    notify::send(
-        &s,
-        &inv.sender,
-        Some(&inv.room),
-        Notice {
-            room: Some(text.clone()),
-            direct,
-        },
-    );
+    notify::after(&s, inv, Notice::everyone(&record.request, &text));
     Ok(format!("{text}; say `!release finish {n}` when it is done"))
 }
 
@@ -474,19 +459,7 @@ fn end(inv: &Invocation, args: &Args, how: Ending) -> Result<String, CommandErro
         _ => String::new(),
     };
     let text = format!("{} {name} {} by {}{took}", how.icon, how.what, inv.sender);
-    let mut direct = vec![(record.request.initiator.as_str(), text.clone())];
-    if let Some(a) = &record.request.admin {
-        direct.push((a.as_str(), text.clone()));
-    }
-    notify::send(
-        &s,
-        &inv.sender,
-        Some(&inv.room),
-        Notice {
-            room: Some(text.clone()),
-            direct,
-        },
-    );
+    notify::after(&s, inv, Notice::everyone(&record.request, &text));
     let tracker = if record.updates.iter().any(|u| u.outcome == "pending") {
         "; the tracker is being updated (`!release show` has the outcome)"
     } else {
@@ -628,15 +601,7 @@ pub fn freeze(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
     ))
     .map_err(failed)?;
     let text = render::freeze_line(&f);
-    notify::send(
-        &s,
-        &inv.sender,
-        Some(&inv.room),
-        Notice {
-            room: Some(text.clone()),
-            direct: vec![],
-        },
-    );
+    notify::after(&s, inv, Notice::room(&text));
     Ok(format!(
         "{text}; no release of {} starts until then",
         if component == "all" {
@@ -658,14 +623,6 @@ pub fn unfreeze(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
     }
     schedule::remove(&format!("thaw/{component}"));
     let text = format!("🌤 {component} unfrozen by {}", inv.sender);
-    notify::send(
-        &s,
-        &inv.sender,
-        Some(&inv.room),
-        Notice {
-            room: Some(text.clone()),
-            direct: vec![],
-        },
-    );
+    notify::after(&s, inv, Notice::room(&text));
     Ok(text)
 }

@@ -165,10 +165,7 @@ impl Plugin for Release {
                     &s,
                     "",
                     None,
-                    Notice {
-                        room: Some(format!("🌤 the freeze of {component} ended")),
-                        direct: vec![],
-                    },
+                    Notice::room(&format!("🌤 the freeze of {component} ended")),
                 );
             }
             return Ok(());
@@ -218,10 +215,7 @@ impl Plugin for Release {
                     "⏰ {name} was started {} ago and is not finished: `!release finish {n}` or `!release rollback {n}`",
                     render::span(firing.now_ms - since("started"))
                 );
-                let mut direct = vec![(r.request.initiator.as_str(), text.clone())];
-                if let Some(a) = &r.request.admin {
-                    direct.push((a.as_str(), text.clone()));
-                }
+                let direct = Notice::everyone(&r.request, &text).direct;
                 (s.overdue_after, Notice { room: None, direct })
             }
             // The request moved on; the timer has nothing left to do.

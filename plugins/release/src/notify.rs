@@ -6,8 +6,9 @@
 //! for the operator and never fails the step: the reply still says what
 //! happened.
 
-use ikkyu_plugin_sdk::{chat, log_warn};
+use ikkyu_plugin_sdk::{Invocation, chat, log_warn};
 
+use crate::flow::Request;
 use crate::settings::Settings;
 
 /// Who is told about one step, besides the caller's reply.
@@ -18,6 +19,34 @@ pub struct Notice<'a> {
     pub room: Option<String>,
     /// Sent directly to each, except the caller (who has the reply).
     pub direct: Vec<(&'a str, String)>,
+}
+
+impl<'a> Notice<'a> {
+    /// `text` in the release room only.
+    pub fn room(text: &str) -> Self {
+        Self {
+            room: Some(text.to_owned()),
+            direct: Vec::new(),
+        }
+    }
+
+    /// `text` in the release room and to the request's initiator and admin.
+    pub fn everyone(request: &'a Request, text: &str) -> Self {
+        let mut direct = vec![(request.initiator.as_str(), text.to_owned())];
+        if let Some(admin) = &request.admin {
+            direct.push((admin.as_str(), text.to_owned()));
+        }
+        Self {
+            room: Some(text.to_owned()),
+            direct,
+        }
+    }
+}
+
+/// Sends `notice` about a command: its caller has the reply, and its room
+/// has seen it.
+pub fn after(settings: &Settings, inv: &Invocation, notice: Notice<'_>) {
+    send(settings, &inv.sender, Some(&inv.room), notice);
 }
 
 /// Sends `notice` for a step `caller` took in `from_room`.
