@@ -520,6 +520,12 @@ pub fn queue(inv: &Invocation) -> Result<String, CommandError> {
         .filter(|f| f.until_ms > inv.now_ms)
         .map(render::freeze_line)
         .collect();
+    lines.extend(
+        record::locks()
+            .map_err(failed)?
+            .iter()
+            .map(|(component, n)| format!("🔒 {component} is locked by #{n}")),
+    );
     let open = requests
         .iter()
         .map(|r| record::load(i64::try_from(r.n).unwrap_or(i64::MAX)))

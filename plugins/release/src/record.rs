@@ -156,6 +156,14 @@ pub fn unfreeze(component: &str) -> Result<bool, String> {
     Ok(was)
 }
 
+/// Every lock held: (component, request number), by component.
+pub fn locks() -> Result<Vec<(String, u64)>, String> {
+    Ok(kv::list::<u64>("lock/")?
+        .into_iter()
+        .map(|(key, n)| (key.trim_start_matches("lock/").to_owned(), n))
+        .collect())
+}
+
 /// Takes or frees locks as a step says.
 pub fn apply_locks(n: u64, takes: Option<&str>, frees: Option<&str>) -> Result<(), String> {
     if let Some(c) = frees {
