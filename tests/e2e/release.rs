@@ -131,3 +131,60 @@ on_both!(
     a_finished_release_updates_its_ticket_once_on_sqlite,
     a_finished_release_updates_its_ticket_once_on_postgres
 );
+
+/// A tracker update that cannot even be queued (the operator took the
+/// tracker's origin away between start and finish) is a failed update on
+/// record and in the reply; the release finishes all the same.
+async fn an_update_that_cannot_be_sent_never_blocks_the_release(
+    db_url: &str,
+    data: &Path,
+) -> anyhow::Result<()> {
+    let trackers = Trackers::start().await?;
+    let jira = &trackers.jira;
+    let (bot, sink) = start_bot(db_url, data, &section(&jira.origin)).await?;
+    say(&bot, &sink, "!dobro BILL-8 --no-admin").await?;
+    say(&bot, &sink, "!release accept 1").await?;
+    say(&bot, &sink, "!release start 1").await?;
+    bot.shutdown().await;
+    let elsewhere = section(&jira.origin).replace(
+        &format!(
+            "http = [{{ origin = \"{}\", allow_private = true }}]",
+            jira.origin
+        ),
+        "http = [\"https://jira.example.org\"]",
+    );
+    assert_ne!(
+        elsewhere,
+        section(&jira.origin),
+        "the origin was taken away"
+    );
+    let elsewhere = elsewhere.replace(
+        &format!("origins = [\"{}\"]", jira.origin),
+        "origins = [\"https://jira.example.org\"]",
+    );
+    let (bot, sink) = start_bot(db_url, data, &elsewhere).await?;
+    let finished = say(&bot, &sink, "!release finish 1").await?;
+    assert!(finished.contains("finished by @root:local"), "{finished}");
+    assert!(
+        finished.contains("the tracker could not be updated, so update the ticket by hand"),
+        "{finished}"
+    );
+    let shown = say(&bot, &sink, "!release show 1").await?;
+    assert!(shown.contains("— finished by @root:local"), "{shown}");
+    assert!(
+        shown.contains("- comment on BILL-8: failed: not sent ("),
+        "{shown}"
+    );
+    assert!(
+        jira.received().iter().all(|r| r.method == "GET"),
+        "nothing was written to the tracker"
+    );
+    bot.shutdown().await;
+    Ok(())
+}
+
+on_both!(
+    an_update_that_cannot_be_sent_never_blocks_the_release,
+    an_update_that_cannot_be_sent_never_blocks_the_release_on_sqlite,
+    an_update_that_cannot_be_sent_never_blocks_the_release_on_postgres
+);

@@ -440,13 +440,17 @@ fn end(inv: &Invocation, args: &Args, how: Ending) -> Result<String, CommandErro
         if let Some(comment) = comment {
             for wb in tracker::write_backs(t, &record.keys, &comment, to) {
                 let tag = format!("{n}/{}", record.updates.len());
-                http::send(&wb.request, &tag).map_err(|e| {
-                    failed(format!("the tracker update could not be queued ({e}), so nothing changed; tell an admin"))
-                })?;
+                // An update that cannot even be queued (the operator took
+                // the tracker's origin away) is a failed update on record,
+                // never a reason to refuse the step.
+                let outcome = match http::send(&wb.request, &tag) {
+                    Ok(()) => "pending".to_owned(),
+                    Err(e) => format!("failed: not sent ({e}); tell an admin"),
+                };
                 record.updates.push(Update {
                     what: wb.what,
                     tag,
-                    outcome: "pending".into(),
+                    outcome,
                 });
             }
         }
@@ -460,7 +464,13 @@ fn end(inv: &Invocation, args: &Args, how: Ending) -> Result<String, CommandErro
     };
     let text = format!("{} {name} {} by {}{took}", how.icon, how.what, inv.sender);
     notify::after(&s, inv, Notice::everyone(&record.request, &text));
-    let tracker = if record.updates.iter().any(|u| u.outcome == "pending") {
+    let tracker = if record
+        .updates
+        .iter()
+        .any(|u| u.outcome.starts_with("failed"))
+    {
+        "; ⚠️ the tracker could not be updated, so update the ticket by hand (`!release show` says why)"
+    } else if record.updates.iter().any(|u| u.outcome == "pending") {
         "; the tracker is being updated (`!release show` has the outcome)"
     } else {
         ""

@@ -323,7 +323,7 @@ pub fn start(
     }
     if force && !by.ops {
         return Err(Refusal::NotAllowed {
-            step: "start with --force",
+            step: "force the start of",
             who: "ops users",
         });
     }
@@ -688,7 +688,7 @@ mod tests {
         assert_eq!(
             start(&later, &user(ALICE), true, &queue, &[], &rules(), 0),
             Err(Refusal::NotAllowed {
-                step: "start with --force",
+                step: "force the start of",
                 who: "ops users"
             })
         );
