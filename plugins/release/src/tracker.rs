@@ -295,6 +295,14 @@ pub fn read(r: &TicketRef, tracker: &Tracker, signs: &[Sign]) -> Result<Vec<Tick
     }
 }
 
+/// The text under `key`, or empty when it is missing or not text.
+fn text(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| {
@@ -382,11 +390,7 @@ pub fn jira_remote_links(v: &Value) -> Option<Vec<WebLink>> {
                 let object = l.get("object")?;
                 Some(WebLink {
                     url: object.get("url")?.as_str()?.to_owned(),
-                    title: object
-                        .get("title")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_owned(),
+                    title: text(object, "title"),
                 })
             })
             .collect(),
@@ -406,21 +410,9 @@ pub fn gitlab_ticket(issue: &Value, project: &str) -> Option<Ticket> {
         .unwrap_or_default();
     Some(Ticket {
         key: format!("{project}#{iid}"),
-        url: issue
-            .get("web_url")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        title: issue
-            .get("title")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        status: issue
-            .get("state")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
+        url: text(issue, "web_url"),
+        title: text(issue, "title"),
+        status: text(issue, "state"),
         component: labels
             .iter()
             .find_map(|l| l.strip_prefix("component::"))
