@@ -112,12 +112,17 @@ impl std::error::Error for Failure {}
 impl Transcript {
     /// Reads and parses a `.chat` file.
     pub fn load(path: &Path) -> Result<Self, Failure> {
-        let text = std::fs::read_to_string(path).map_err(|e| Failure {
+        Self::parse(path, &Self::read(path)?)
+    }
+
+    /// The text of a `.chat` file, for a caller that fills something in
+    /// before [`Transcript::parse`] (the fake trackers' addresses).
+    pub fn read(path: &Path) -> Result<String, Failure> {
+        std::fs::read_to_string(path).map_err(|e| Failure {
             path: path.into(),
             line: 0,
             message: format!("cannot read: {e}"),
-        })?;
-        Self::parse(path, &text)
+        })
     }
 
     /// Parses transcript text; `path` is for messages.

@@ -7,12 +7,7 @@ use ikkyu_e2e::trackers::Trackers;
 use ikkyu_e2e::{TempPostgres, plugins_dir, postgres_url, transcripts};
 
 fn load(path: &std::path::Path, trackers: &Trackers) -> Result<Transcript, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| Failure {
-        path: path.into(),
-        line: 0,
-        message: format!("cannot read: {e}"),
-    })?;
-    Transcript::parse(path, &trackers.substitute(&text))
+    Transcript::parse(path, &trackers.substitute(&Transcript::read(path)?))
 }
 
 async fn run_all(database: Option<&str>) -> anyhow::Result<usize> {

@@ -19,7 +19,7 @@ use crate::tracker;
 
 /// Longest component name.
 const MAX_COMPONENT: usize = 64;
-/// Longest ticket text kept when no tracker is configured.
+/// Longest ticket text taken when no tracker is configured.
 const MAX_TICKET: usize = 100;
 /// Requests shown by `!release log` without a number, and at most.
 const LOG_DEFAULT: usize = 10;
@@ -74,13 +74,14 @@ fn emit(topic: &str, r: &Record, by: &str, now_ms: i64) {
     events::emit(&format!("release.{topic}"), &payload.to_string());
 }
 
-fn at(id: String, when_ms: i64, n: u64) -> Result<(), CommandError> {
+/// The one-shot timer `id` (a reminder or an overdue ping) of request
+/// `n`, at `when_ms`; adding it again moves it.
+pub(crate) fn at(id: &str, when_ms: i64, n: u64) -> Result<(), String> {
     schedule::add(&schedule_spec(
-        &id,
+        id,
         When::At(when_ms),
         &serde_json::json!({ "n": n }),
     ))
-    .map_err(failed)
 }
 
 /// A URL given with `--docs` or `--rollback`.
@@ -225,7 +226,7 @@ pub fn request(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
         updates: vec![],
     };
     record::save(&record).map_err(failed)?;
-    at(format!("remind/{n}"), inv.now_ms + s.remind_after.ms(), n)?;
+    at(&format!("remind/{n}"), inv.now_ms + s.remind_after.ms(), n).map_err(failed)?;
     emit("requested", &record, &inv.sender, inv.now_ms);
     let name = render::name(&record);
     let checked = if record.signs.is_empty() {
@@ -258,13 +259,14 @@ pub fn request(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
     ))
 }
 
-/// Loads request `n`, lets `decide` take the step, and records it.
+/// Loads request `n`, lets `decide` take the step, and records it in the
+/// history (with the step's note, if any).
 fn take_step(
     inv: &Invocation,
     args: &Args,
     what: &str,
     decide: impl FnOnce(&Record, &Actor) -> Result<Step, Refusal>,
-) -> Result<(Record, Option<String>), CommandError> {
+) -> Result<Record, CommandError> {
     let mut record = record::load(number(args)?).map_err(failed)?;
     let step = decide(&record, &actor(inv)).map_err(refused)?;
     let from = record.request.state;
@@ -280,15 +282,15 @@ fn take_step(
         by: inv.sender.clone(),
         what: what.to_owned(),
         from: Some(from),
-        note: step.note.clone(),
+        note: step.note,
     });
-    Ok((record, step.note))
+    Ok(record)
 }
 
 /// `!release accept N`.
 pub fn accept(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
     let s = settings()?;
-    let (record, _) = take_step(inv, args, "accepted", |r, a| {
+    let record = take_step(inv, args, "accepted", |r, a| {
         flow::accept(&r.request, a, &rules(&s))
     })?;
     record::save(&record).map_err(failed)?;
@@ -339,7 +341,7 @@ pub fn here(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
             )));
         }
     }
-    let (record, _) = take_step(inv, args, "taken", |r, a| {
+    let record = take_step(inv, args, "taken", |r, a| {
         flow::here(&r.request, a, to.as_deref())
     })?;
     record::save(&record).map_err(failed)?;
@@ -370,7 +372,7 @@ pub fn start(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
     let queue = record::open().map_err(failed)?;
     let freezes = record::freezes().map_err(failed)?;
     let force = args.switch("force");
-    let (record, note) = take_step(inv, args, "started", |r, a| {
+    let record = take_step(inv, args, "started", |r, a| {
         flow::start(
             &r.request,
             a,
@@ -383,10 +385,20 @@ pub fn start(inv: &Invocation, args: &Args) -> Result<String, CommandError> {
     })?;
     record::save(&record).map_err(failed)?;
     let n = record.request.n;
-    at(format!("overdue/{n}"), inv.now_ms + s.overdue_after.ms(), n)?;
+    at(
+        &format!("overdue/{n}"),
+        inv.now_ms + s.overdue_after.ms(),
+        n,
+    )
+    .map_err(failed)?;
     emit("started", &record, &inv.sender, inv.now_ms);
     let name = render::name(&record);
-    let forced = note.map(|n| format!(" ({n})")).unwrap_or_default();
+    let forced = record
+        .history
+        .last()
+        .and_then(|e| e.note.as_deref())
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
     let text = format!("🚀 {name} started by {}{forced}", inv.sender);
     notify::after(&s, inv, Notice::everyone(&record.request, &text));
     Ok(format!("{text}; say `!release finish {n}` when it is done"))
@@ -404,18 +416,13 @@ struct Ending {
 /// removed, the tracker updated (finish and cancel), everyone told.
 fn end(inv: &Invocation, args: &Args, how: Ending) -> Result<String, CommandError> {
     let s = settings()?;
-    let (mut record, _) = take_step(inv, args, how.what, |r, a| {
+    let mut record = take_step(inv, args, how.what, |r, a| {
         (how.step)(&r.request, a, &rules(&s))
     })?;
     let n = record.request.n;
     schedule::remove(&format!("remind/{n}"));
     schedule::remove(&format!("overdue/{n}"));
-    let started = record
-        .history
-        .iter()
-        .rev()
-        .find(|e| e.what == "started")
-        .map(|e| e.at_ms);
+    let started = record.last("started");
     if let Some(t) = &s.tracker {
         let comment = match (how.what, started) {
             ("finished", Some(started)) => Some(format!(

@@ -23,8 +23,8 @@ pub mod signs;
 mod tracker;
 
 use ikkyu_plugin_sdk::{
-    ArgKind, Args, Command, CommandError, Firing, Info, Invocation, Plugin, PluginInfo, When,
-    directory, export_plugin, failed, log_warn, plugin_config, schedule, schedule_spec,
+    ArgKind, Args, Command, CommandError, Firing, Info, Invocation, Plugin, PluginInfo, directory,
+    export_plugin, failed, log_warn, plugin_config,
 };
 
 use notify::Notice;
@@ -179,13 +179,7 @@ impl Plugin for Release {
             }
         };
         let name = render::name(&r);
-        let since = |what: &str| {
-            r.history
-                .iter()
-                .rev()
-                .find(|e| e.what == what)
-                .map_or(0, |e| e.at_ms)
-        };
+        let since = |what: &str| r.last(what).unwrap_or(0);
         // Read only for a reminder, but bound here: the notice borrows it.
         let approvers = if kind == "remind" {
             directory::members("approver")
@@ -222,11 +216,7 @@ impl Plugin for Release {
             _ => return Ok(()),
         };
         notify::send(&s, "", None, notice);
-        schedule::add(&schedule_spec(
-            &firing.id,
-            When::At(firing.now_ms + again.ms()),
-            &serde_json::json!({ "n": n }),
-        ))
+        commands::at(&firing.id, firing.now_ms + again.ms(), r.request.n)
     }
 }
 

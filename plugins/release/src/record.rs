@@ -44,6 +44,18 @@ pub struct Record {
     pub updates: Vec<Update>,
 }
 
+impl Record {
+    /// When its last step named `what` (`requested`, `started`, …) was
+    /// taken, if it was.
+    pub fn last(&self, what: &str) -> Option<i64> {
+        self.history
+            .iter()
+            .rev()
+            .find(|e| e.what == what)
+            .map(|e| e.at_ms)
+    }
+}
+
 /// One step on record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
