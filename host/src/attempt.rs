@@ -195,6 +195,7 @@ pub fn with_effects(
         events: table.new_events(state.events, &state.plugin, depth, root),
         schedules: state.schedules,
         sends: state.sends,
+        jobs: state.jobs,
         ..Commit::only_audit(processed, audit, messages)
     }
 }

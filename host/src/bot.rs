@@ -71,6 +71,8 @@ pub struct Bot {
     flushing: Mutex<()>,
     /// Performs committed HTTP requests.
     sender: crate::http::sender::Sender,
+    /// Runs the jobs plugins started.
+    jobs: Arc<crate::jobs::Runner>,
 }
 
 impl std::fmt::Debug for Bot {
@@ -133,6 +135,13 @@ impl Bot {
             registry.clone(),
             clock.clone(),
         );
+        let jobs = Arc::new(crate::jobs::Runner::new(
+            db.clone(),
+            attempts.clone(),
+            registry.clone(),
+            clock.clone(),
+            &config,
+        )?);
         Ok(Self {
             db,
             config,
@@ -146,6 +155,7 @@ impl Bot {
             poke: tokio::sync::Notify::new(),
             flushing: Mutex::new(()),
             sender,
+            jobs,
         })
     }
 
@@ -270,6 +280,31 @@ impl Bot {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.poke.notified() => {}
+            }
+        }
+    }
+
+    /// Runs the jobs plugins start for as long as the bot runs (what they
+    /// end with is delivered by the delivery loop, or by the next flush).
+    pub async fn run_jobs(&self) {
+        self.jobs.run().await;
+    }
+
+    /// Waits, at most `limit` in real time, until every job started so far
+    /// (and any started by what their outcomes set off) has ended and its
+    /// outcome was delivered: for transcripts, where the next line expects
+    /// a rollout's results. Whether all ended in time.
+    pub async fn settle_jobs(&self, limit: std::time::Duration) -> anyhow::Result<bool> {
+        let until = Instant::now() + limit;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let all = self.jobs.settle(left).await?;
+            self.flush().await?;
+            if !all {
+                return Ok(false);
+            }
+            if self.db.jobs_open().await? == 0 {
+                return Ok(true);
             }
         }
     }
@@ -430,11 +465,21 @@ impl Bot {
     /// Sends one message: whether it went out. A failure is retried with
     /// growing delays; a permanent one, or the last allowed, gives it up,
     /// on record and reported to the admins once.
-    async fn send(&self, p: PendingMessage) -> anyhow::Result<bool> {
+    async fn send(&self, mut p: PendingMessage) -> anyhow::Result<bool> {
         let key = format!("ikkyu-{}-{}", p.id, p.created_ms);
-        let Err(e) = self.sink.deliver(&key, &p.message).await else {
-            self.db.outbox_delivered(p.id, self.clock.now_ms()).await?;
-            return Ok(true);
+        if let Some(edit) = &mut p.message.edit {
+            // Its original went to the same target before it, delivered or
+            // given up: an edit never overtakes what it edits.
+            edit.remote_id = self.db.outbox_remote_id(&edit.of).await?;
+        }
+        let e = match self.sink.deliver(&key, &p.message).await {
+            Ok(remote_id) => {
+                self.db
+                    .outbox_delivered(p.id, self.clock.now_ms(), remote_id.as_deref())
+                    .await?;
+                return Ok(true);
+            }
+            Err(e) => e,
         };
         let attempts = p.attempts + 1;
         let now = self.clock.now_ms();

@@ -66,6 +66,11 @@ enum Command {
         #[arg(short, default_value_t = 20)]
         n: i64,
     },
+    /// Show recent jobs, or one job with the last lines of its output.
+    Jobs {
+        /// A job number.
+        id: Option<i64>,
+    },
 }
 
 /// Loads the config, or the defaults when the default file is absent.
@@ -111,6 +116,7 @@ async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
         r = syncer.run() => r,
         () = bot.run_schedules() => Ok(()),
         () = bot.run_delivery() => Ok(()),
+        () = bot.run_jobs() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = terminate.recv() => Ok(()),
     };
@@ -179,9 +185,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 config.bot.prefix
             );
+            // Schedules and jobs go on between lines; what they end with is
+            // printed when it is delivered.
             let schedules = tokio::spawn({
                 let bot = bot.clone();
-                async move { bot.run_schedules().await }
+                async move {
+                    tokio::join!(bot.run_schedules(), bot.run_jobs(), bot.run_delivery());
+                }
             });
             let input = tokio::io::BufReader::new(tokio::io::stdin());
             let bot = &bot;
@@ -246,6 +256,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Jobs { id } => {
+            let config = load_config(&cli.config, explicit)?;
+            let db = Db::open(&config.database_url()?).await?;
+            let now = clock.now_ms();
+            let text = match id {
+                None => crate::jobs::show::list(&db.jobs_recent(50).await?, now),
+                Some(id) => match db.job(id).await? {
+                    Some(job) => crate::jobs::show::detail(&job, now),
+                    None => anyhow::bail!("there is no job {id}"),
+                },
+            };
+            // Plugins and jobs wrote parts of this: nothing reaches the
+            // terminal that could move its cursor.
+            for line in text.lines() {
+                println!("{}", crate::text::one_line(line));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Audit { n } => {
             let config = load_config(&cli.config, explicit)?;

@@ -80,6 +80,9 @@ pub struct Config {
     /// How long finished records are kept.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The programs plugins may have the host run.
+    #[serde(default)]
+    pub jobs: crate::jobs::JobsConfig,
     /// Folder the config file is in; relative paths are resolved from it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -314,8 +317,8 @@ impl Default for RetentionConfig {
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
     /// Host interfaces the plugin may import: `chat`, `kv`, `events`,
-    /// `schedule`, `directory`, `config`, `log`; and `direct`, sending
-    /// direct messages (with `chat`).
+    /// `schedule`, `directory`, `config`, `log`, `http`, `jobs`; and
+    /// `direct`, sending direct messages (with `chat`).
     #[serde(default)]
     pub grants: BTreeSet<String>,
     /// With the `direct` grant: the users (`@a:example.org`) or servers
@@ -342,6 +345,9 @@ pub struct PluginConfig {
     /// each bound to the origins it may go to.
     #[serde(default)]
     pub secrets: BTreeMap<String, BoundSecret>,
+    /// With the `jobs` grant: the jobs (`[jobs.<name>]`) it may start.
+    #[serde(default)]
+    pub jobs: BTreeSet<String>,
 }
 
 /// An origin a plugin may reach: `"https://jira.example.org"`, or a table
@@ -402,6 +408,7 @@ impl Default for PluginConfig {
             kv_quota_mb: default_kv_quota_mb(),
             http: Vec::new(),
             secrets: BTreeMap::new(),
+            jobs: BTreeSet::new(),
         }
     }
 }
@@ -417,6 +424,7 @@ pub const GRANTABLE: &[&str] = &[
     "log",
     "direct",
     "http",
+    "jobs",
 ];
 
 /// A value that may be written in the file or read from the environment or
@@ -487,7 +495,7 @@ impl<'de> Deserialize<'de> for Secret {
 impl Secret {
     /// A `{ file = … }` relative to `base`, as the config says relative
     /// paths are.
-    fn anchored(&mut self, base: &Path) {
+    pub(crate) fn anchored(&mut self, base: &Path) {
         if let Secret::File { file } = self
             && file.is_relative()
         {
@@ -720,6 +728,15 @@ impl Config {
                 }
             }
         }
+        let jobs = self.jobs.compile(&self.base_dir)?;
+        for (name, plugin) in &self.plugins {
+            if let Some(unknown) = plugin.jobs.iter().find(|j| !jobs.contains_key(*j)) {
+                return invalid(
+                    format!("plugins.{name}.jobs"),
+                    format!("{unknown:?} is not a job; define it under [jobs.{unknown}]"),
+                );
+            }
+        }
         if let Some(matrix) = &self.matrix {
             matrix.validate()?;
         }
@@ -742,7 +759,7 @@ impl Config {
 }
 
 /// Durations written the human way (`"5s"`, `"250ms"`).
-mod humantime_serde_compat {
+pub(crate) mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};

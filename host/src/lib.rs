@@ -13,6 +13,7 @@ pub mod config;
 pub mod directory;
 pub mod dispatch;
 pub mod http;
+pub mod jobs;
 pub mod outage;
 pub mod registry;
 pub mod roles;

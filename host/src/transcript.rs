@@ -18,9 +18,10 @@
 //! moves only by `~` lines. While time passes with the bot running, every
 //! schedule fires at its due time, as it would on a running bot.
 //!
-//! Each message's effects (replies, other messages, events, HTTP sends and
-//! the events their outcomes produce) are done before the next line, as
-//! far as they can be at once. `~ settle` goes on until none is left:
+//! Each message's effects (replies, other messages, events, HTTP sends,
+//! jobs, and the events their outcomes produce) are done before the next
+//! line, as far as they can be at once; jobs run in real time, for at
+//! most a minute per line. `~ settle` goes on until none is left:
 //! retries wait their pause, with the clock moved to each one's due time.
 //!
 //! Every reply must be matched, in order: a reply nobody expected fails
@@ -37,6 +38,9 @@ use crate::bot::Bot;
 use crate::chat::console::{Console, RecordingSink};
 use crate::clock::{Clock, ManualClock, SharedClock, SystemClock};
 use crate::config::{Config, GRANTABLE};
+
+/// Longest real time a line's jobs may take.
+const JOB_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One line of a transcript that does something.
 #[derive(Debug)]
@@ -310,6 +314,7 @@ impl Transcript {
                         line: *line,
                         message: format!("the host failed: {e:#}"),
                     })?;
+                    self.jobs_done(&bot, *line).await?;
                     replies.extend(sink.take());
                     last_line = *line;
                 }
@@ -346,6 +351,7 @@ impl Transcript {
                         line: *line,
                         message: format!("pending effects failed: {e:#}"),
                     })?;
+                    self.jobs_done(&bot, *line).await?;
                     replies.extend(sink.take());
                     last_line = *line;
                 }
@@ -368,6 +374,7 @@ impl Transcript {
                                 message: format!("schedules failed: {e:#}"),
                             })?;
                     }
+                    self.jobs_done(&bot, *line).await?;
                     replies.extend(sink.take());
                     last_line = *line;
                 }
@@ -376,6 +383,24 @@ impl Transcript {
         self.no_leftovers(&replies, last_line)?;
         bot.shutdown().await;
         Ok(self.steps.len())
+    }
+
+    /// Waits, in real time and at most [`JOB_WAIT`], for the jobs started
+    /// so far to end and for what their outcomes set off.
+    async fn jobs_done(&self, bot: &Bot, line: usize) -> Result<(), Failure> {
+        let fail = |message: String| Failure {
+            path: self.path.clone(),
+            line,
+            message,
+        };
+        match bot.settle_jobs(JOB_WAIT).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(fail(format!(
+                "jobs were still running {} s after this line",
+                JOB_WAIT.as_secs()
+            ))),
+            Err(e) => Err(fail(format!("running jobs failed: {e:#}"))),
+        }
     }
 
     fn no_leftovers(&self, replies: &VecDeque<String>, line: usize) -> Result<(), Failure> {

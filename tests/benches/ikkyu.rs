@@ -227,8 +227,40 @@ async fn schedules() -> anyhow::Result<(Duration, f64)> {
     Ok((stats(idle).p50, N as f64 / took.as_secs_f64()))
 }
 
+/// `IKKYU_BENCH_COUNT=<n>`: only `COUNT_WARMUP` + n sequential `!points`
+/// on SQLite in the folder `IKKYU_BENCH_DATA` (its compiled-plugin cache
+/// kept, its database started afresh), nothing else. Run under
+/// `valgrind --tool=callgrind` with two values of n, the difference of the
+/// totals divided by the difference of n is the instructions one command
+/// costs, a number that does not move with the machine's load, so two
+/// builds can be compared to within a percent (BENCHMARKS.md).
+async fn count_points(n: usize) -> anyhow::Result<()> {
+    const COUNT_WARMUP: usize = 100;
+    let data = std::path::PathBuf::from(std::env::var("IKKYU_BENCH_DATA")?);
+    std::fs::create_dir_all(&data)?;
+    for file in ["ikkyu.db", "ikkyu.db-wal", "ikkyu.db-shm"] {
+        let _ = std::fs::remove_file(data.join(file));
+    }
+    let (bot, sink) = start_bot(&sqlite_url(&data), &data, "quarantine_after = 1000000").await?;
+    let console = Console::new(7);
+    for i in 0..COUNT_WARMUP + n {
+        bot.handle(&console.message(&format!("@u{}:local", i % 50), "!points", 0))
+            .await?;
+    }
+    anyhow::ensure!(
+        sink.take().len() == COUNT_WARMUP + n,
+        "one reply per command"
+    );
+    bot.shutdown().await;
+    println!("ran {n} counted `!points` after {COUNT_WARMUP} of warm-up");
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    if let Ok(n) = std::env::var("IKKYU_BENCH_COUNT") {
+        return count_points(n.parse()?).await;
+    }
     let quiet = "quarantine_after = 1000000";
     let data = tempfile::tempdir()?;
     let rss_start = rss_mib();

@@ -39,7 +39,7 @@ impl ChatSink for DeadTargetSink {
         &'a self,
         key: &'a str,
         message: &'a OutMessage,
-    ) -> BoxFuture<'a, Result<(), ChatError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, ChatError>> {
         Box::pin(async move {
             let target = match &message.target {
                 Target::Room(r) if r.contains("dead") => Some(r.clone()),

@@ -28,8 +28,10 @@ macro_rules! on_both {
 mod concurrency;
 mod containment;
 mod delivery;
+mod deploy;
 mod hostile;
 mod http;
+mod jobs;
 mod lifecycle;
 mod matrix;
 mod outage;

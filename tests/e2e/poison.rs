@@ -218,12 +218,7 @@ async fn a_refused_commit_keeps_its_record(db_url: &str, data: &Path) -> anyhow:
         detail: Some("detail with \0 inside".into()),
         duration_us: 0,
     };
-    let poison = OutMessage {
-        target: Target::Room("!bad\0room:local".into()),
-        body: "hi".into(),
-        reply_to: None,
-        thread_root: None,
-    };
+    let poison = OutMessage::to(Target::Room("!bad\0room:local".into()), "hi".into());
     let commit = Commit::only_audit(Some("$poison".into()), audit, vec![poison]);
     bot.db.commit(&commit).await?;
     // Committed once: a second time is a duplicate.

@@ -1,13 +1,18 @@
 //! Every `.chat` transcript, on SQLite and on PostgreSQL, with the fake
 //! issue trackers running (`${JIRA}`, `${GITLAB}`, … in a transcript are
-//! their origins; see `ikkyu_e2e::trackers`).
+//! their origins; see `ikkyu_e2e::trackers`) and `${SCRIPTS}` the folder
+//! of the test jobs' scripts.
 
 use ikkyu::transcript::{Failure, Setup, Transcript};
 use ikkyu_e2e::trackers::Trackers;
 use ikkyu_e2e::{TempPostgres, plugins_dir, postgres_url, transcripts};
 
 fn load(path: &std::path::Path, trackers: &Trackers) -> Result<Transcript, Failure> {
-    Transcript::parse(path, &trackers.substitute(&Transcript::read(path)?))
+    let scripts = ikkyu_e2e::scripts_dir().display().to_string();
+    let text = trackers
+        .substitute(&Transcript::read(path)?)
+        .replace("${SCRIPTS}", &scripts);
+    Transcript::parse(path, &text)
 }
 
 async fn run_all(database: Option<&str>) -> anyhow::Result<usize> {

@@ -214,10 +214,10 @@ async fn start_bot_full(
 }
 
 /// Every plugin granted everything, `@root:local` as admin, `extra` TOML
-/// appended; a plugin whose section is in `extra` gets that one instead.
+/// appended; a plugin whose section is in `extra` gets that one instead,
+/// and so do the roles.
 fn test_config(db_url: &str, data: &Path, plugins: &Path, extra: &str) -> anyhow::Result<Config> {
-    let all =
-        r#"grants = ["chat", "kv", "events", "schedule", "directory", "config", "log", "http"]"#;
+    let all = r#"grants = ["chat", "kv", "events", "schedule", "directory", "config", "log", "http", "jobs"]"#;
     let sections: String = [
         "points",
         "emitter",
@@ -225,13 +225,20 @@ fn test_config(db_url: &str, data: &Path, plugins: &Path, extra: &str) -> anyhow
         "contacts",
         "oncall",
         "release",
+        "worker",
     ]
     .iter()
     .filter(|p| !extra.contains(&format!("[plugins.{p}]")))
     .map(|p| format!("[plugins.{p}]\n{all}\n"))
     .collect();
+    // Roles in `extra` replace the default admin (TOML has one [roles]).
+    let roles = if extra.contains("[roles]") {
+        ""
+    } else {
+        "[roles]\nadmin = [\"@root:local\"]\n"
+    };
     let text = format!(
-        "[database]\nurl = {db_url:?}\n[roles]\nadmin = [\"@root:local\"]\n{sections}\
+        "[database]\nurl = {db_url:?}\n{roles}{sections}\
          [plugins.announce]\n{all}\nrooms = [\"*\"]\n\
          [runtime]\nplugins_dir = {plugins:?}\n{extra}"
     );
@@ -260,4 +267,10 @@ pub fn rss_kib() -> u64 {
 pub async fn memory_test() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
+}
+
+/// The shell scripts tests run as jobs (`tests/scripts`), as an absolute
+/// path; `${SCRIPTS}` in a transcript.
+pub fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
 }

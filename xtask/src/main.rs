@@ -18,11 +18,13 @@ const PLUGINS: &[(&str, &str)] = &[
     ("ikkyu-announce", "announce"),
     ("ikkyu-oncall", "oncall"),
     ("ikkyu-release", "release"),
+    ("ikkyu-deploy", "deploy"),
 ];
 /// Plugins used only by tests; built into target/test-plugins.
 const TEST_PLUGINS: &[(&str, &str)] = &[
     ("ikkyu-test-emitter", "emitter"),
     ("ikkyu-test-misbehave", "misbehave"),
+    ("ikkyu-test-worker", "worker"),
 ];
 const WASM_TARGET: &str = "wasm32-wasip2";
 

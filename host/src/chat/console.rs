@@ -20,11 +20,17 @@ pub const CONSOLE_ROOM: &str = "!console:local";
 
 /// How a message looks in the console: replies in the console room as
 /// they are, anything else with where it went.
+/// An edit is the new text again, marked `(edited)`.
 pub fn render(message: &OutMessage) -> String {
+    let body = if message.edit.is_some() {
+        format!("(edited) {}", message.body)
+    } else {
+        message.body.clone()
+    };
     match &message.target {
-        Target::Room(room) if room == CONSOLE_ROOM => message.body.clone(),
-        Target::Room(room) => format!("[to {room}] {}", message.body),
-        Target::User(user) => format!("[direct to {user}] {}", message.body),
+        Target::Room(room) if room == CONSOLE_ROOM => body,
+        Target::Room(room) => format!("[to {room}] {body}"),
+        Target::User(user) => format!("[direct to {user}] {body}"),
     }
 }
 
@@ -78,7 +84,7 @@ impl<W: AsyncWrite + Unpin + Send> ChatSink for WriterSink<W> {
         &'a self,
         _key: &'a str,
         message: &'a OutMessage,
-    ) -> BoxFuture<'a, Result<(), ChatError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, ChatError>> {
         Box::pin(async move {
             let mut out = self.out.lock().await;
             let text = format!("{}\n", render(message));
@@ -86,7 +92,7 @@ impl<W: AsyncWrite + Unpin + Send> ChatSink for WriterSink<W> {
                 out.write_all(text.as_bytes()).await?;
                 out.flush().await
             };
-            res.await.map_err(|e| ChatError {
+            res.await.map(|()| None).map_err(|e| ChatError {
                 target: "console".into(),
                 message: e.to_string(),
                 permanent: false,
@@ -125,7 +131,7 @@ impl ChatSink for RecordingSink {
         &'a self,
         _key: &'a str,
         message: &'a OutMessage,
-    ) -> BoxFuture<'a, Result<(), ChatError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, ChatError>> {
         Box::pin(async move {
             self.seen
                 .lock()
@@ -135,7 +141,7 @@ impl ChatSink for RecordingSink {
                     permanent: true,
                 })?
                 .push(render(message));
-            Ok(())
+            Ok(None)
         })
     }
 

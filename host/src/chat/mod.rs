@@ -51,15 +51,18 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Delivers committed messages to the chat network.
 pub trait ChatSink: Send + Sync {
-    /// Delivers one message. `key` is unique to this message and the same
-    /// on every attempt, so a network that deduplicates by it (Matrix
-    /// transaction ids) never shows a message twice when a crash made the
-    /// bot send it again.
+    /// Delivers one message; the network's id for it, if it has ids (an
+    /// edit of it later is sent against that id). `key` is unique to this
+    /// message and the same on every attempt, so a network that
+    /// deduplicates by it (Matrix transaction ids) never shows a message
+    /// twice when a crash made the bot send it again. A message with
+    /// `edit` set replaces the earlier one where the network can
+    /// (`edit.remote_id`), and is shown as new text where it cannot.
     fn deliver<'a>(
         &'a self,
         key: &'a str,
         message: &'a OutMessage,
-    ) -> BoxFuture<'a, Result<(), ChatError>>;
+    ) -> BoxFuture<'a, Result<Option<String>, ChatError>>;
 
     /// Whether `room` (an id or an alias) is a direct-message room of the
     /// bot's, which `rooms = ["*"]` does not cover. Answered from what the

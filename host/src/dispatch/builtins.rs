@@ -106,6 +106,17 @@ pub fn specs() -> Vec<CommandSpec> {
             Some("admin"),
         ),
         command(
+            "jobs",
+            "recent jobs with their state; with N, job N and the last lines of its output",
+            vec![arg(
+                "n",
+                ArgKind::Integer,
+                true,
+                "a job number, as the list shows it",
+            )],
+            Some("ops"),
+        ),
+        command(
             "roles",
             "the roles of a user, or of everyone",
             vec![arg(
@@ -191,6 +202,26 @@ impl Dispatcher {
                 }
             }
             "schedules" => reply(self.schedules_text(table).await?),
+            "jobs" => {
+                let now = self.clock.now_ms();
+                let n = args.iter().find_map(|a| match a.value {
+                    Value::Integer(n) => Some(n),
+                    _ => None,
+                });
+                match n {
+                    None => reply(crate::jobs::show::list(
+                        &self.db.jobs_recent(20).await?,
+                        now,
+                    )),
+                    Some(n) => match self.db.job(n).await? {
+                        Some(job) => reply(crate::jobs::show::detail(&job, now)),
+                        None => Ok(Err(format!(
+                            "there is no job {n}; `{}jobs` lists the recent ones",
+                            self.prefix
+                        ))),
+                    },
+                }
+            }
             other => Ok(Err(format!("built-in {other:?} is not implemented"))),
         }
     }

@@ -254,10 +254,9 @@ impl Dispatcher {
 
     fn reply(&self, req: &Request<'_>, body: String) -> OutMessage {
         OutMessage {
-            target: Target::Room(req.msg.room.clone()),
-            body,
             reply_to: Some(req.msg.id.clone()),
             thread_root: req.msg.thread_root.clone(),
+            ..OutMessage::to(Target::Room(req.msg.room.clone()), body)
         }
     }
 

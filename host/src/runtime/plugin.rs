@@ -201,6 +201,7 @@ impl Runtime {
             config_json: config_json(named.config, &invalid)?,
             kv_quota: 0,
             http: None,
+            jobs: std::collections::BTreeMap::new(),
         });
         let info = self
             .describe(&pre, file_name.clone(), describe_grants)
@@ -242,6 +243,19 @@ impl Runtime {
             }
         }
         let config_json = config_json(section.config.clone(), &invalid)?;
+        let jobs = if section.grants.contains("jobs") {
+            let defined = config
+                .jobs
+                .compile(&config.base_dir)
+                .map_err(|e| invalid(e.to_string()))?;
+            defined
+                .into_iter()
+                .filter(|(name, _)| section.jobs.contains(name))
+                .map(|(name, job)| (name, Arc::new(job)))
+                .collect()
+        } else {
+            std::collections::BTreeMap::new()
+        };
         let http = if section.grants.contains("http") {
             Some(Arc::new(
                 crate::http::Http::new(&name, &section).map_err(&invalid)?,
@@ -259,6 +273,7 @@ impl Runtime {
                 config_json,
                 kv_quota: section.kv_quota_mb.saturating_mul(1 << 20),
                 http,
+                jobs,
             }),
             path: path.into(),
             health: Health::default(),
@@ -276,7 +291,7 @@ fn next_generation() -> u64 {
 }
 
 /// The version of `wit/plugin.wit` this host implements.
-pub const CONTRACT_VERSION: &str = "0.3.0";
+pub const CONTRACT_VERSION: &str = "0.4.0";
 
 /// The contract versions a component's ikkyu imports name.
 fn contract_versions(component: &Component, engine: &wasmtime::Engine) -> BTreeSet<String> {

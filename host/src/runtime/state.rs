@@ -14,7 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::chat::RoomKinds;
 use crate::clock::SharedClock;
 use crate::directory::Directory;
-use crate::store::{Db, KvChanges, NewSend, OutMessage, ScheduleChange};
+use crate::store::{Db, JobChange, KvChanges, NewSend, OutMessage, ScheduleChange};
 
 /// What every call reaches outside its sandbox, shared by all of them.
 #[derive(Debug, Clone)]
@@ -47,6 +47,8 @@ pub struct Grants {
     pub kv_quota: u64,
     /// With the `http` grant: its origins, secrets and client.
     pub http: Option<Arc<crate::http::Http>>,
+    /// With the `jobs` grant: the operator's jobs it may start.
+    pub jobs: std::collections::BTreeMap<String, Arc<crate::jobs::Job>>,
 }
 
 /// Why the plugin is being called; decides what it may do.
@@ -146,6 +148,8 @@ pub struct CallState {
     pub schedules: Vec<ScheduleChange>,
     /// Buffered HTTP requests to send after the commit.
     pub sends: Vec<NewSend>,
+    /// Jobs to start or cancel after the commit.
+    pub jobs: Vec<JobChange>,
     /// Each `http.fetch` made, as the audit record keeps it.
     pub requests: Vec<String>,
     /// When the call's time is up; a fetch gets only what is left.
@@ -197,6 +201,7 @@ impl CallState {
             events: Vec::new(),
             schedules: Vec::new(),
             sends: Vec::new(),
+            jobs: Vec::new(),
             requests: Vec::new(),
             deadline: tokio::time::Instant::now() + services.call_timeout,
             now_ms,
@@ -258,7 +263,8 @@ impl CallState {
             + self.messages.len()
             + self.events.len()
             + self.schedules.len()
-            + self.sends.len();
+            + self.sends.len()
+            + self.jobs.len();
         if n >= MAX_EFFECTS {
             wasmtime::bail!(
                 "plugin {:?} produced more than {MAX_EFFECTS} effects in one call",

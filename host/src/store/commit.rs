@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::{
-    AuditRecord, Db, Fired, KvChanges, NewSend, OutMessage, ScheduleChange, SendUpdate, StoreError,
-    audit, classify, http, kv, outbox, schedules,
+    AuditRecord, Db, Fired, JobChange, JobEnd, KvChanges, NewSend, OutMessage, ScheduleChange,
+    SendUpdate, StoreError, audit, classify, http, jobs, kv, outbox, schedules,
 };
 
 /// An event to store, with the subscribers it goes to.
@@ -103,6 +103,10 @@ pub struct Commit {
     pub sends: Vec<NewSend>,
     /// For the HTTP sender: what became of a try.
     pub sent: Option<SendUpdate>,
+    /// Jobs started or cancelled.
+    pub jobs: Vec<JobChange>,
+    /// For the job runner: how a job ended.
+    pub job_end: Option<JobEnd>,
 }
 
 impl Commit {
@@ -125,6 +129,8 @@ impl Commit {
             fired: None,
             sends: Vec::new(),
             sent: None,
+            jobs: Vec::new(),
+            job_end: None,
         }
     }
 }
@@ -193,6 +199,8 @@ impl Commit {
             }),
             sends: Vec::new(),
             sent: self.sent.clone(),
+            jobs: Vec::new(),
+            job_end: self.job_end.clone(),
         }
     }
 }
@@ -270,6 +278,12 @@ impl Db {
         }
         if let Some(update) = &c.sent {
             http::update(&mut tx, update, now).await?;
+        }
+        for change in &c.jobs {
+            jobs::apply(&mut tx, change, now).await?;
+        }
+        if let Some(end) = &c.job_end {
+            jobs::end(&mut tx, end, now).await?;
         }
         for e in &c.events {
             let id: i64 = sqlx::query_scalar(

@@ -10,6 +10,7 @@ mod audit;
 mod commit;
 mod events;
 mod http;
+mod jobs;
 mod kv;
 mod outbox;
 mod positions;
@@ -26,8 +27,9 @@ pub use audit::{AuditEntry, AuditRecord, Decision, Outcome};
 pub use commit::{Commit, DeliveryUpdate, NewEvent, RoleChange};
 pub use events::PendingDelivery;
 pub use http::{NewSend, PendingSend, SendUpdate};
+pub use jobs::{JobChange, JobEnd, JobState, NewJob, StoredJob};
 pub use kv::{KvChanges, KvReads, KvRow, MAX_SCAN_ROWS, scan_digest};
-pub use outbox::{OutMessage, PendingMessage, Target};
+pub use outbox::{Edit, OutMessage, PendingMessage, Target};
 pub use retention::{Cutoffs, Pruned};
 pub use schedules::{Fired, LastRun, ScheduleChange, ScheduleRow};
 
@@ -102,6 +104,8 @@ pub struct Db {
     usage: kv::Usage,
     /// Signalled after every commit that left HTTP requests to send.
     sendable: std::sync::Arc<tokio::sync::Notify>,
+    /// Signalled after every commit that queued or cancelled a job.
+    runnable: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Db {
@@ -124,6 +128,7 @@ impl Db {
                 deliverable: std::sync::Arc::default(),
                 usage: kv::Usage::default(),
                 sendable: std::sync::Arc::default(),
+                runnable: std::sync::Arc::default(),
             })
         } else {
             let pool = AnyPoolOptions::new()
@@ -140,6 +145,7 @@ impl Db {
                 deliverable: std::sync::Arc::default(),
                 usage: kv::Usage::default(),
                 sendable: std::sync::Arc::default(),
+                runnable: std::sync::Arc::default(),
             })
         }
     }
@@ -174,6 +180,15 @@ impl Db {
         if !c.sends.is_empty() {
             self.sendable.notify_one();
         }
+        if !c.jobs.is_empty() {
+            self.runnable.notify_one();
+        }
+    }
+
+    /// Resolves after the next commit that queued or cancelled a job (or at
+    /// once if one happened since the last wait).
+    pub async fn runnable(&self) {
+        self.runnable.notified().await;
     }
 
     /// Resolves after the next commit that left HTTP requests to send (or

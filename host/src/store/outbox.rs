@@ -26,6 +26,24 @@ pub struct OutMessage {
     /// The root of the thread the answered message was in; the answer goes
     /// into the same thread.
     pub thread_root: Option<String>,
+    /// The plugin whose message it is; none for the host's own.
+    pub plugin: Option<String>,
+    /// The handle `chat.send` gave the plugin, for editing it later.
+    pub handle: Option<String>,
+    /// For an edit: the message it replaces.
+    pub edit: Option<Edit>,
+}
+
+/// What an edit replaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edit {
+    /// The handle of the plugin's earlier message.
+    pub of: String,
+    /// The chat network's id of that message once it was delivered, filled
+    /// in just before the edit is; none when the network gave no id or the
+    /// message was never delivered, and then the edit is sent as a message
+    /// of its own.
+    pub remote_id: Option<String>,
 }
 
 /// What the host's own notices begin with. No plugin message may: one that
@@ -34,16 +52,24 @@ pub struct OutMessage {
 pub const HOST_MARK: &str = "ikkyu: ";
 
 impl OutMessage {
+    /// A plain message to `target`, answering nothing.
+    pub fn to(target: Target, body: String) -> Self {
+        Self {
+            target,
+            body,
+            reply_to: None,
+            thread_root: None,
+            plugin: None,
+            handle: None,
+            edit: None,
+        }
+    }
+
     /// One of the host's own notices, sent directly to each of `users`.
     pub fn host_notice(users: &[String], body: &str) -> Vec<Self> {
         users
             .iter()
-            .map(|user| Self {
-                target: Target::User(user.clone()),
-                body: format!("{HOST_MARK}{body}"),
-                reply_to: None,
-                thread_root: None,
-            })
+            .map(|user| Self::to(Target::User(user.clone()), format!("{HOST_MARK}{body}")))
             .collect()
     }
 
@@ -53,6 +79,7 @@ impl OutMessage {
         if poses_as_host(&self.body) {
             self.body = format!("{plugin}: {}", self.body);
         }
+        self.plugin = Some(plugin.to_owned());
         self
     }
 }
@@ -100,8 +127,8 @@ pub(super) async fn insert(
         Target::User(u) => ("user", u),
     };
     sqlx::query(
-        "INSERT INTO outbox (created_ms, target_kind, target, reply_to, thread_root, body) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO outbox (created_ms, target_kind, target, reply_to, thread_root, body, \
+         plugin, handle, edits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(now_ms)
     .bind(kind)
@@ -110,6 +137,9 @@ pub(super) async fn insert(
     .bind(&m.thread_root)
     // A body with NUL (a plugin's error text, say) is still delivered.
     .bind(crate::text::storable(&m.body, usize::MAX).into_owned())
+    .bind(&m.plugin)
+    .bind(&m.handle)
+    .bind(m.edit.as_ref().map(|e| &e.of))
     .execute(tx)
     .await?;
     Ok(())
@@ -126,8 +156,8 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<PendingMessage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT o.id, o.target_kind, o.target, o.reply_to, o.body, o.attempts, o.thread_root, o.created_ms \
-             FROM outbox o WHERE o.delivered_ms IS NULL AND o.given_up_ms IS NULL \
+            "SELECT o.id, o.target_kind, o.target, o.reply_to, o.body, o.attempts, o.thread_root, \
+             o.created_ms, o.plugin, o.handle, o.edits FROM outbox o WHERE o.delivered_ms IS NULL AND o.given_up_ms IS NULL \
              AND COALESCE(o.next_attempt_ms, 0) <= $1 \
              AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.target_kind = o.target_kind \
                  AND p.target = o.target AND p.delivered_ms IS NULL AND p.given_up_ms IS NULL \
@@ -152,14 +182,50 @@ impl Db {
         Ok(next)
     }
 
-    /// Marks a message delivered so it is never sent again.
-    pub async fn outbox_delivered(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET delivered_ms = $1, attempts = attempts + 1 WHERE id = $2")
-            .bind(now_ms)
-            .bind(id)
-            .execute(&self.write)
-            .await?;
+    /// Marks a message delivered so it is never sent again, with the chat
+    /// network's id for it (what later edits are sent against).
+    pub async fn outbox_delivered(
+        &self,
+        id: i64,
+        now_ms: i64,
+        remote_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET delivered_ms = $1, attempts = attempts + 1, remote_id = $2 \
+             WHERE id = $3",
+        )
+        .bind(now_ms)
+        .bind(remote_id)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
         Ok(())
+    }
+
+    /// Where `plugin`'s message with `handle` went, if it has one on
+    /// record (messages are kept for `retention.outbox`).
+    pub async fn outbox_target_of(
+        &self,
+        plugin: &str,
+        handle: &str,
+    ) -> Result<Option<Target>, StoreError> {
+        let row =
+            sqlx::query("SELECT target_kind, target FROM outbox WHERE handle = $1 AND plugin = $2")
+                .bind(handle)
+                .bind(plugin)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(row.map(|r| target_of(r.get(0), r.get(1))))
+    }
+
+    /// The chat network's id of the delivered message with `handle`.
+    pub async fn outbox_remote_id(&self, handle: &str) -> Result<Option<String>, StoreError> {
+        let id: Option<Option<String>> =
+            sqlx::query_scalar("SELECT remote_id FROM outbox WHERE handle = $1")
+                .bind(handle)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(id.flatten())
     }
 
     /// Records a failed delivery attempt: the message is tried again at
@@ -187,20 +253,29 @@ impl Db {
     }
 }
 
+fn target_of(kind: String, target: String) -> Target {
+    if kind == "user" {
+        Target::User(target)
+    } else {
+        Target::Room(target)
+    }
+}
+
 fn pending_of(r: &sqlx::any::AnyRow) -> PendingMessage {
-    let kind: String = r.get(1);
-    let target: String = r.get(2);
+    let edits: Option<String> = r.get(10);
     PendingMessage {
         id: r.get(0),
         message: OutMessage {
-            target: if kind == "user" {
-                Target::User(target)
-            } else {
-                Target::Room(target)
-            },
+            target: target_of(r.get(1), r.get(2)),
             reply_to: r.get(3),
             body: r.get(4),
             thread_root: r.get(6),
+            plugin: r.get(8),
+            handle: r.get(9),
+            edit: edits.map(|of| Edit {
+                of,
+                remote_id: None,
+            }),
         },
         attempts: r.get(5),
         created_ms: r.get(7),
@@ -212,14 +287,9 @@ mod tests {
     use super::*;
 
     fn to(body: &str) -> String {
-        OutMessage {
-            target: Target::User("@root:local".into()),
-            body: body.into(),
-            reply_to: None,
-            thread_root: None,
-        }
-        .from_plugin("evil")
-        .body
+        OutMessage::to(Target::User("@root:local".into()), body.into())
+            .from_plugin("evil")
+            .body
     }
 
     #[test]

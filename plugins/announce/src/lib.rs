@@ -106,7 +106,7 @@ impl Plugin for Announce {
     fn handle_schedule(firing: &Firing, payload: serde_json::Value) -> Result<(), String> {
         let p: Payload = serde_json::from_value(payload)
             .map_err(|e| format!("announcement {:?} has a broken payload: {e}", firing.id))?;
-        chat::send(&p.room, &p.text)
+        chat::send(&p.room, &p.text).map(drop)
     }
 }
 

@@ -129,6 +129,7 @@ impl Plugin for Oncall {
                 covering(&now),
             ),
         )
+        .map(drop)
     }
 }
 

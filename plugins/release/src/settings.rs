@@ -5,6 +5,7 @@
 //!
 //! Only parsing and defaults live here; nothing talks to the host.
 
+use ikkyu_plugin_sdk::Span;
 use serde::Deserialize;
 
 use crate::signs::Sign;
@@ -113,63 +114,6 @@ pub struct Move {
     pub state_event: Option<String>,
 }
 
-/// A length of time written as people write it in the config: `90s`,
-/// `30m`, `2h`, `1d`, or a number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span(pub u64);
-
-impl Span {
-    /// In milliseconds.
-    pub fn ms(self) -> i64 {
-        i64::try_from(self.0.saturating_mul(1000)).unwrap_or(i64::MAX)
-    }
-}
-
-impl<'de> Deserialize<'de> for Span {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Seconds(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Seconds(s) => Ok(Span(s)),
-            Raw::Text(t) => parse_span(&t).map(Span).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// Seconds in `30m`, `2h`, …; zero is refused (a reminder every 0 s is a
-/// storm, not a reminder).
-pub fn parse_span(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 2h or 1d"))?;
-    let unit_s = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a duration like 90s, 30m, 2h or 1d"
-            ));
-        }
-    };
-    match n.checked_mul(unit_s) {
-        Some(0) => Err(format!("{text:?} must be longer than zero")),
-        Some(s) => Ok(s),
-        None => Err(format!("{text:?} is too long")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,9 +144,6 @@ mod tests {
         assert_eq!(t.kind, TrackerKind::Gitlab);
         assert_eq!(t.done.state_event.as_deref(), Some("close"));
         assert!(t.cancelled.add_labels.is_empty() && t.cancelled.transition.is_none());
-        assert!(parse_span("0m").is_err());
-        assert!(parse_span("5 parsecs").is_err());
-        assert!(parse_span("99999999999999999999d").is_err());
         let typo = serde_json::from_value::<Settings>(serde_json::json!({"remind": "1h"}));
         assert!(typo.is_err(), "unknown keys are errors");
     }

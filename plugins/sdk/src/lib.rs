@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod args;
+mod span;
 mod spec;
 
 pub mod kv;
@@ -33,7 +34,8 @@ pub use bindings::ikkyu::plugin::types::{
     ArgKind, CommandError, CommandSpec, CronSpec, Firing, Invocation, PluginInfo, ScheduleSpec,
     Value, When,
 };
-pub use bindings::ikkyu::plugin::{chat, config, directory, events, http, schedule};
+pub use bindings::ikkyu::plugin::{chat, config, directory, events, http, jobs, schedule};
+pub use span::{Span, parse_span};
 pub use spec::{Command, Info};
 
 use bindings::exports::ikkyu::plugin::guest::Guest;
@@ -185,4 +187,13 @@ pub fn failed(message: impl Into<String>) -> CommandError {
 /// Wrong arguments; the host adds the command's usage line.
 pub fn usage(message: impl Into<String>) -> CommandError {
     CommandError::Usage(message.into())
+}
+
+/// The host's clock now, in ms since the epoch. Event handlers have no
+/// invocation to read it from; the WASI clock a plugin sees is the host's
+/// own clock (the one transcripts move), so this agrees with `now-ms`.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -154,28 +154,33 @@ impl ChatSink for MatrixChat {
         &'a self,
         key: &'a str,
         message: &'a OutMessage,
-    ) -> BoxFuture<'a, Result<(), ChatError>> {
+    ) -> BoxFuture<'a, Result<Option<String>, ChatError>> {
         Box::pin(async move {
             let room = match &message.target {
                 Target::Room(id) => self.room(id).await?,
                 Target::User(user) => self.direct_room(user).await?,
             };
-            let event = |id: &Option<String>| id.as_deref().and_then(|i| EventId::parse(i).ok());
-            let content = render::answer(
-                &message.body,
-                event(&message.reply_to),
-                event(&message.thread_root),
-            );
+            let event = |id: Option<&str>| id.and_then(|i| EventId::parse(i).ok());
+            let replaces = event(message.edit.as_ref().and_then(|e| e.remote_id.as_deref()));
+            let content = match replaces {
+                Some(original) => render::edit(&message.body, original),
+                None => render::answer(
+                    &message.body,
+                    event(message.reply_to.as_deref()),
+                    event(message.thread_root.as_deref()),
+                ),
+            };
             // The same key on every attempt: the homeserver drops a repeat
             // of a transaction it already stored, so a crash between sending
             // and marking the message delivered cannot show it twice.
             let txn: OwnedTransactionId = key.into();
             tracing::debug!(room = %room.room_id(), %key, "sending");
-            room.send(content)
+            let sent = room
+                .send(content)
                 .with_transaction_id(txn)
                 .await
                 .map_err(|e| error(room.room_id().as_str(), &e))?;
-            Ok(())
+            Ok(Some(sent.response.event_id.to_string()))
         })
     }
 

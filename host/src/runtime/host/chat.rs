@@ -1,17 +1,20 @@
 //! `chat`: messages to rooms and people, delivered after commit. A command
-//! may always answer in its own room; other rooms need a grant.
+//! may always answer in its own room; other rooms need a grant. Every
+//! message gets a handle its plugin can edit it by; an edit goes where
+//! the message went, so it is delivered after it, and only the plugin
+//! that sent a message can edit it.
 
 use crate::roles::{is_room, is_user_id};
 use crate::runtime::bindings::ikkyu::plugin::chat::Host;
 use crate::runtime::state::{CallState, MAX_VALUE, Phase};
-use crate::store::{OutMessage, Target};
+use crate::store::{Edit, OutMessage, Target};
 
 impl Host for CallState {
     async fn send(
         &mut self,
         room: String,
         markdown: String,
-    ) -> wasmtime::Result<Result<(), String>> {
+    ) -> wasmtime::Result<Result<String, String>> {
         self.require("chat")?;
         self.count_effect()?;
         self.charge(room.len() + markdown.len(), "chat.send")?;
@@ -46,7 +49,7 @@ impl Host for CallState {
         &mut self,
         user: String,
         markdown: String,
-    ) -> wasmtime::Result<Result<(), String>> {
+    ) -> wasmtime::Result<Result<String, String>> {
         self.require("chat")?;
         self.count_effect()?;
         self.charge(user.len() + markdown.len(), "chat.direct")?;
@@ -74,10 +77,63 @@ impl Host for CallState {
         }
         Ok(self.push(Target::User(user), markdown))
     }
+
+    async fn edit(
+        &mut self,
+        message: String,
+        markdown: String,
+    ) -> wasmtime::Result<Result<(), String>> {
+        self.require("chat")?;
+        self.count_effect()?;
+        self.charge(message.len() + markdown.len(), "chat.edit")?;
+        let earlier = self
+            .messages
+            .iter()
+            .find(|m| m.handle.as_deref() == Some(message.as_str()))
+            .map(|m| m.target.clone());
+        let target = match earlier {
+            Some(t) => Some(t),
+            None if !is_handle(&message) => None,
+            None => self
+                .db
+                .outbox_target_of(&self.plugin, &message)
+                .await
+                .map_err(|e| wasmtime::format_err!("reading the message to edit: {e}"))?,
+        };
+        let Some(target) = target else {
+            return Ok(Err(format!(
+                "{} is not a message this plugin sent (or it is older than the outbox keeps); send a new one",
+                crate::text::quoted(&message)
+            )));
+        };
+        Ok(self
+            .push_as(target, markdown, None, Some(message))
+            .map(|_| ()))
+    }
 }
 
+/// Whether `text` could be a handle this host gave out.
+fn is_handle(text: &str) -> bool {
+    text.strip_prefix(HANDLE_PREFIX)
+        .is_some_and(|rest| rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+const HANDLE_PREFIX: &str = "msg-";
+
 impl CallState {
-    fn push(&mut self, target: Target, body: String) -> Result<(), String> {
+    /// Buffers a new message; its handle.
+    fn push(&mut self, target: Target, body: String) -> Result<String, String> {
+        let handle = format!("{HANDLE_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        self.push_as(target, body, Some(handle), None)
+    }
+
+    fn push_as(
+        &mut self,
+        target: Target,
+        body: String,
+        handle: Option<String>,
+        edits: Option<String>,
+    ) -> Result<String, String> {
         if body.len() > MAX_VALUE {
             return Err(format!(
                 "message too long: {} bytes, at most {MAX_VALUE}",
@@ -85,11 +141,13 @@ impl CallState {
             ));
         }
         self.messages.push(OutMessage {
-            target,
-            body,
-            reply_to: None,
-            thread_root: None,
+            handle: handle.clone(),
+            edit: edits.map(|of| Edit {
+                of,
+                remote_id: None,
+            }),
+            ..OutMessage::to(target, body)
         });
-        Ok(())
+        Ok(handle.unwrap_or_default())
     }
 }

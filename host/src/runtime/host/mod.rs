@@ -8,6 +8,7 @@ mod config;
 mod directory;
 mod events;
 mod http;
+mod jobs;
 mod kv;
 mod log;
 mod schedule;
