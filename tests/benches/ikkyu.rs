@@ -227,6 +227,71 @@ async fn schedules() -> anyhow::Result<(Duration, f64)> {
     Ok((stats(idle).p50, N as f64 / took.as_secs_f64()))
 }
 
+/// Deploys of 100 hosts in batches of 10 with a job that exits at once,
+/// through the running bot's own loops (jobs, delivery): the host's
+/// overhead between batches (the last job of a batch ended → the first of
+/// the next started, from the jobs' own records) and each rollout's wall
+/// time.
+async fn deploy_overhead(data: &Path) -> anyhow::Result<(Stats, Stats)> {
+    const ROLLOUTS: usize = 10;
+    let hosts: Vec<String> = (0..100).map(|n| format!("\"h{n:03}\"")).collect();
+    let extra = format!(
+        "quarantine_after = 1000000\n\
+         [jobs.noop]\nargv = [\"/bin/true\"]\n\
+         [plugins.deploy]\ngrants = [\"chat\", \"kv\", \"events\", \"schedule\", \"jobs\", \"config\", \"log\"]\n\
+         jobs = [\"noop\"]\nrooms = [\"*\"]\n\
+         [plugins.deploy.config.services.big]\n\
+         datacenters = [{{ name = \"dc1\", hosts = [{}] }}]\nstep = 10\njobs = {{ batch = \"noop\" }}\n",
+        hosts.join(", ")
+    );
+    let (bot, sink) = start_bot(&sqlite_url(data), data, &extra).await?;
+    let bot = Arc::new(bot);
+    let loops = tokio::spawn({
+        let bot = bot.clone();
+        async move { tokio::join!(bot.run_jobs(), bot.run_delivery()) }
+    });
+    let console = Console::new(23);
+    let mut walls = Vec::new();
+    for n in 1..=ROLLOUTS {
+        let t = Instant::now();
+        bot.answer(&console.message("@ann:local", &format!("!deploy big 1.{n}"), 0))
+            .await?;
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            let seen = sink.take().join("\n");
+            if seen.contains("✅ done (100/100 hosts done)") {
+                break;
+            }
+            anyhow::ensure!(!seen.contains("failed"), "rollout {n} failed: {seen}");
+            anyhow::ensure!(Instant::now() < until, "rollout {n} did not finish");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        walls.push(t.elapsed());
+    }
+    loops.abort();
+    let jobs = bot.db.jobs_recent(10_000).await?;
+    let mut gaps = Vec::new();
+    for n in 1..=ROLLOUTS as u64 {
+        let mut rows: Vec<(i64, i64, i64)> = jobs
+            .iter()
+            .filter(|j| j.tag == format!("deploy/{n}"))
+            .filter_map(|j| Some((j.id, j.started_ms?, j.ended_ms?)))
+            .collect();
+        // Numbered in the order they were committed: ten per batch.
+        rows.sort();
+        anyhow::ensure!(rows.len() == 100, "rollout {n} ran {} jobs", rows.len());
+        for pair in rows.chunks(10).collect::<Vec<_>>().windows(2) {
+            let ended = pair[0].iter().map(|r| r.2).max().unwrap_or(0);
+            let started = pair[1].iter().map(|r| r.1).min().unwrap_or(0);
+            gaps.push(Duration::from_millis(
+                u64::try_from(started - ended).unwrap_or(0),
+            ));
+        }
+    }
+    bot.shutdown().await;
+    Ok((stats(gaps), stats(walls)))
+}
+
 /// `IKKYU_BENCH_COUNT=<n>`: only `COUNT_WARMUP` + n sequential `!points`
 /// on SQLite in the folder `IKKYU_BENCH_DATA` (its compiled-plugin cache
 /// kept, its database started afresh), nothing else. Run under
@@ -346,6 +411,19 @@ async fn main() -> anyhow::Result<()> {
         idle.as_secs_f64() * 1e3
     );
     println!("| scheduled runs fired (announce, SQLite), 1,000 due at once | {rate:.0} runs/s |");
+
+    let ddata = tempfile::tempdir()?;
+    let (gap, wall) = deploy_overhead(ddata.path()).await?;
+    println!(
+        "| deploy, 100 hosts in batches of 10, job exits at once (SQLite): host overhead between batches p50 / p99 | {} / {} |",
+        us(gap.p50),
+        us(gap.p99)
+    );
+    println!(
+        "| same: wall time of the whole rollout p50 / p99 | {:.0} / {:.0} ms |",
+        wall.p50.as_secs_f64() * 1e3,
+        wall.p99.as_secs_f64() * 1e3
+    );
 
     let cdata = tempfile::tempdir()?;
     let (miss, hit) = cold_load(cdata.path()).await?;

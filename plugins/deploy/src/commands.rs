@@ -204,8 +204,16 @@ pub fn pump(ctx: &Ctx) -> Result<(), String> {
             continue;
         }
         let tasks: Vec<Task> = all.iter().map(|r| r.task.clone()).collect();
+        // The task it waits for may have ended, and left the open ones.
+        let after = match all[i].task.after {
+            Some(n) => match tasks.iter().find(|t| t.id == n) {
+                Some(t) => Some(t.clone()),
+                None => record::load(n)?.map(|r| r.task),
+            },
+            None => None,
+        };
         let r = &mut all[i];
-        if let Some(on) = crate::flow::blocked_by(&r.task, &tasks) {
+        if let Some(on) = crate::flow::blocked_by(&r.task, after.as_ref()) {
             r.task.phase = Phase::Blocked { on };
             r.note(ctx.now_ms, SELF, format!("blocked: #{on} did not finish"));
             let _ = chat::send(

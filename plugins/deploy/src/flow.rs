@@ -309,11 +309,11 @@ pub fn may_start(task: &Task, all: &[Task], limit: usize, upstream: &[String]) -
     Ok(())
 }
 
-/// The task `task.after` names ended badly: whether `task` is blocked
-/// (and by which).
-pub fn blocked_by(task: &Task, all: &[Task]) -> Option<u64> {
+/// Whether `task` is blocked because `after`, the task it waits for
+/// (found wherever it is on record), ended badly; by which.
+pub fn blocked_by(task: &Task, after: Option<&Task>) -> Option<u64> {
     let n = task.after?;
-    let other = all.iter().find(|t| t.id == n)?;
+    let other = after.filter(|t| t.id == n)?;
     matches!(
         other.phase,
         Phase::Failed { .. }
@@ -1160,11 +1160,18 @@ mod tests {
             after: Some(1),
             ..task(3, "api")
         };
-        assert_eq!(blocked_by(&c, &[a.clone(), c.clone()]), None);
+        assert_eq!(blocked_by(&c, Some(&a)), None);
         a.phase = Phase::Failed { step: Step::Canary };
-        assert_eq!(blocked_by(&c, &[a.clone(), c.clone()]), Some(1));
+        assert_eq!(blocked_by(&c, Some(&a)), Some(1));
+        assert_eq!(
+            blocked_by(&c, Some(&task(2, "x"))),
+            None,
+            "only the task it names"
+        );
+        a.phase = Phase::Cancelled { back: Back::Ready };
+        assert_eq!(blocked_by(&c, Some(&a)), Some(1));
         a.phase = Phase::Done;
-        assert_eq!(blocked_by(&c, &[a, c.clone()]), None);
+        assert_eq!(blocked_by(&c, Some(&a)), None);
     }
 
     #[test]
