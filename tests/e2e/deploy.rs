@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use ikkyu::bot::Bot;
 use ikkyu::chat::console::{Console, RecordingSink};
 use ikkyu::clock::{Clock, ManualClock, SharedClock};
+use ikkyu_e2e::process::{ConsoleProcess, kill_job_group, marks};
 use ikkyu_e2e::{scripts_dir, start_bot, start_bot_at};
 
 fn console() -> &'static Console {
@@ -25,14 +26,6 @@ async fn say(bot: &Bot, sink: &RecordingSink, who: &str, body: &str) -> anyhow::
     bot.handle(&console().message(who, body, bot.now_ms()))
         .await?;
     Ok(sink.take().join("\n"))
-}
-
-fn marks(mark: &Path) -> Vec<String> {
-    std::fs::read_to_string(mark)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 fn set(lines: &[String]) -> BTreeSet<String> {
@@ -249,49 +242,24 @@ async fn a_bot_killed_mid_job_leaves_the_task_to_a_decision(
     db_url: &str,
     data: &Path,
 ) -> anyhow::Result<()> {
-    use tokio::io::AsyncWriteExt;
     let mark = data.join("mark");
-    let plugins = ikkyu_e2e::plugins_dir()?;
-    let text = format!(
-        "[database]\nurl = {db_url:?}\n[runtime]\nplugins_dir = {plugins:?}\nwatch = false\n{}",
-        config(&mark, 30, WEB)
-    );
-    let path = data.join("ikkyu.toml");
-    std::fs::write(&path, &text)?;
-    let mut child = tokio::process::Command::new(ikkyu_e2e::matrix::ikkyu_binary()?)
-        .args([
-            "--config",
-            &path.display().to_string(),
-            "console",
-            "--as",
-            "@ann:local",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
-    stdin.write_all(b"!deploy web 2.0\n").await?;
-    stdin.flush().await?;
+    let mut console = ConsoleProcess::start(db_url, data, "@ann:local", &config(&mark, 30, WEB))?;
+    console.say("!deploy web 2.0").await?;
     let until = Instant::now() + Duration::from_secs(20);
     while marks(&mark).is_empty() {
-        anyhow::ensure!(Instant::now() < until, "the canary never started");
+        anyhow::ensure!(
+            Instant::now() < until,
+            "the canary never started; the bot said:\n{}",
+            console.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Long enough for the bot to save the job's process id.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    child.start_kill()?;
-    child.wait().await?;
+    let path = console.config.clone();
+    console.kill().await?;
 
-    let cfg = ikkyu::config::Config::load(&path)?;
-    let sink = RecordingSink::default();
-    let bot = Bot::start(
-        &cfg,
-        Arc::new(sink.clone()),
-        Arc::new(ikkyu::clock::SystemClock),
-    )
-    .await?;
+    let (bot, sink) = ConsoleProcess::restart(&path).await?;
     assert!(bot.settle_jobs(Duration::from_secs(20)).await?);
     let told = sink.take().join("\n");
     assert!(
@@ -305,11 +273,7 @@ async fn a_bot_killed_mid_job_leaves_the_task_to_a_decision(
         cancelled.contains("#1 cancelled; the version is back in development"),
         "{cancelled}"
     );
-    if let Some(pid) = bot.db.job(1).await?.and_then(|j| j.pid) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &format!("-{pid}")])
-            .status();
-    }
+    kill_job_group(bot.db.job(1).await?.and_then(|j| j.pid));
     assert_eq!(
         marks(&mark),
         ["canary w1"],

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use ikkyu::bot::Bot;
 use ikkyu::chat::console::{Console, RecordingSink};
+use ikkyu_e2e::process::{ConsoleProcess, kill_job_group, marks};
 use ikkyu_e2e::{scripts_dir, start_bot};
 
 fn console() -> &'static Console {
@@ -39,14 +40,6 @@ fn jobs_config(mark: &Path, extra: &str) -> String {
         s = scripts.display(),
         mark = mark.display().to_string(),
     )
-}
-
-fn marks(mark: &Path) -> Vec<String> {
-    std::fs::read_to_string(mark)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 async fn a_job_runs_once_after_its_commit(db_url: &str, data: &Path) -> anyhow::Result<()> {
@@ -209,34 +202,11 @@ on_both!(
 /// job runs: started again, it marks the job `lost` and tells the plugin,
 /// and never runs it again.
 async fn a_job_running_when_the_bot_dies_is_lost(db_url: &str, data: &Path) -> anyhow::Result<()> {
-    use tokio::io::AsyncWriteExt;
     let mark = data.join("mark");
-    let plugins = ikkyu_e2e::plugins_dir()?;
-    let config = format!(
-        "[database]\nurl = {db_url:?}\n[runtime]\nplugins_dir = {plugins:?}\nwatch = false\n{}",
-        jobs_config(&mark, "")
-    );
-    let path = data.join("ikkyu.toml");
-    std::fs::write(&path, &config)?;
-    let bin = ikkyu_e2e::matrix::ikkyu_binary()?;
-    let mut child = tokio::process::Command::new(bin)
-        .args([
-            "--config",
-            &path.display().to_string(),
-            "console",
-            "--as",
-            "@ann:local",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(data.join("console.log"))?)
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
-    stdin
-        .write_all(b"!work slow {\"secs\": \"30\", \"name\": \"orphan\"}\n")
+    let mut console = ConsoleProcess::start(db_url, data, "@ann:local", &jobs_config(&mark, ""))?;
+    console
+        .say(r#"!work slow {"secs": "30", "name": "orphan"}"#)
         .await?;
-    stdin.flush().await?;
     // Killed once the job runs and the bot has saved its process and
     // first output.
     wait_for("the job to start", || marks(&mark) == ["start orphan"]).await?;
@@ -250,23 +220,15 @@ async fn a_job_running_when_the_bot_dies_is_lost(db_url: &str, data: &Path) -> a
         anyhow::ensure!(
             Instant::now() < until,
             "the job never started; the bot said:\n{}",
-            std::fs::read_to_string(data.join("console.log")).unwrap_or_default()
+            console.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     db.close().await;
-    assert_eq!(marks(&mark), ["start orphan"]);
-    child.start_kill()?;
-    child.wait().await?;
+    let config = console.config.clone();
+    console.kill().await?;
 
-    let cfg = ikkyu::config::Config::load(&path)?;
-    let sink = RecordingSink::default();
-    let bot = Bot::start(
-        &cfg,
-        Arc::new(sink.clone()),
-        Arc::new(ikkyu::clock::SystemClock),
-    )
-    .await?;
+    let (bot, sink) = ConsoleProcess::restart(&config).await?;
     assert!(bot.settle_jobs(Duration::from_secs(20)).await?);
     let told = sink.take().join("\n");
     assert!(told.contains("job 1 slow lost (exit none)"), "{told}");
@@ -278,11 +240,7 @@ async fn a_job_running_when_the_bot_dies_is_lost(db_url: &str, data: &Path) -> a
     assert_eq!(job.state.as_str(), "lost");
     assert!(job.output.contains("working on orphan"), "{}", job.output);
     // Its processes outlived the bot; the test stops them.
-    if let Some(pid) = job.pid.and_then(|p| i32::try_from(p).ok()) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &format!("-{pid}")])
-            .status();
-    }
+    kill_job_group(job.pid);
     assert!(bot.settle_jobs(Duration::from_secs(5)).await?);
     assert_eq!(marks(&mark), ["start orphan"], "never run again");
     bot.shutdown().await;

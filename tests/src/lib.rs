@@ -6,6 +6,7 @@
 //! PostgreSQL server.
 
 pub mod matrix;
+pub mod process;
 pub mod proxy;
 pub mod synapse;
 pub mod trackers;

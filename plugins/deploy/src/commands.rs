@@ -142,20 +142,9 @@ pub fn request(
     let id = record::next_id().map_err(failed)?;
     let mut r = Record {
         task: Task {
-            id,
-            service: service.to_owned(),
-            version: version.to_owned(),
-            initiator: inv.sender.clone(),
-            room: inv.room.clone(),
             after,
-            created_ms: ctx.now_ms,
-            phase: Phase::Queued,
-            jobs: Vec::new(),
-            done: Vec::new(),
-            failed: Vec::new(),
-            undone: Vec::new(),
-            message: None,
             forced_by: forced_by.clone(),
+            ..Task::new(id, service, version, &inv.sender, &inv.room, ctx.now_ms)
         },
         history: Vec::new(),
     };
@@ -249,7 +238,14 @@ pub fn apply(
     next: Next,
 ) -> Result<(), String> {
     match next {
-        Next::Run(step) => run_step(ctx, r, plan, step)?,
+        Next::Run(step) => {
+            if run_step(ctx, r, plan, step)? == 0 && r.task.phase == (Phase::Running { step }) {
+                // Nothing left to do in this step (run again after a lost
+                // job whose host had finished): on to the next.
+                let next = r.task.advance(plan, step, ctx.now_ms);
+                return apply(ctx, r, plan, before, next);
+            }
+        }
         Next::Confirm => {
             if let Phase::Confirm { deadline_ms, .. } = r.task.phase {
                 r.note(
@@ -271,8 +267,9 @@ pub fn apply(
     show(ctx, r, plan)
 }
 
-/// Starts the jobs of `step`; a job the host refuses fails the step.
-fn run_step(ctx: &Ctx, r: &mut Record, plan: &Plan, step: Step) -> Result<(), String> {
+/// Starts the jobs of `step`; a job the host refuses fails the step. How
+/// many it started.
+fn run_step(ctx: &Ctx, r: &mut Record, plan: &Plan, step: Step) -> Result<usize, String> {
     let svc = ctx
         .settings
         .services
@@ -332,7 +329,7 @@ fn run_step(ctx: &Ctx, r: &mut Record, plan: &Plan, step: Step) -> Result<(), St
             format!("the job could not be started: {why}"),
         );
     }
-    Ok(())
+    Ok(r.task.jobs.len())
 }
 
 /// What an ended task tells the room and other plugins.
@@ -472,6 +469,12 @@ pub fn job_finished(ctx: &Ctx, p: &serde_json::Value) -> Result<(), String> {
             host
         };
         r.note(ctx.now_ms, SELF, format!("{host}: job {}", outcome));
+    }
+    if next == Next::Wait {
+        // Others of the step still run: nothing to show or start yet. The
+        // message changes once per step, not once per host (a hundred
+        // edits per rollout would only flood the room and its rate limit).
+        return record::save(&r);
     }
     apply(ctx, &mut r, &plan, &before, next)?;
     record::save(&r)?;

@@ -344,7 +344,8 @@ fn first_batch(plan: &Plan, from_dc: usize) -> Option<Step> {
         .map(|(dc, _)| Step::Batch { dc, batch: 0 })
 }
 
-/// The jobs of `step`, one per host.
+/// The jobs of `step`, one per host; hosts already deployed are left out
+/// (a step run again after a lost job redoes only what is not done).
 pub fn starts(plan: &Plan, step: Step, done: &[String]) -> Vec<Start> {
     match step {
         Step::Static => vec![Start {
@@ -355,6 +356,7 @@ pub fn starts(plan: &Plan, step: Step, done: &[String]) -> Vec<Start> {
         Step::Canary => plan
             .canary
             .iter()
+            .filter(|h| !done.contains(h))
             .map(|h| Start {
                 step,
                 host: h.clone(),
@@ -368,6 +370,7 @@ pub fn starts(plan: &Plan, step: Step, done: &[String]) -> Vec<Start> {
                 batches.get(batch).map(|hosts| {
                     hosts
                         .iter()
+                        .filter(|h| !done.contains(h))
                         .map(|h| Start {
                             step,
                             host: h.clone(),
@@ -463,6 +466,26 @@ pub enum Next {
 }
 
 impl Task {
+    /// A new task, queued: `who` asked in `room` at `now_ms`.
+    pub fn new(id: u64, service: &str, version: &str, who: &str, room: &str, now_ms: i64) -> Self {
+        Self {
+            id,
+            service: service.to_owned(),
+            version: version.to_owned(),
+            initiator: who.to_owned(),
+            room: room.to_owned(),
+            after: None,
+            created_ms: now_ms,
+            phase: Phase::Queued,
+            jobs: Vec::new(),
+            done: Vec::new(),
+            failed: Vec::new(),
+            undone: Vec::new(),
+            message: None,
+            forced_by: None,
+        }
+    }
+
     /// Records that the job `job` ended with `outcome` (`succeeded`,
     /// `failed`, `timed-out`, `cancelled`, `lost`) and says what comes
     /// next. `output` is kept for a failed host. A job the task no longer
@@ -528,8 +551,8 @@ impl Task {
         self.advance(plan, step, now_ms)
     }
 
-    /// After `step` succeeded.
-    fn advance(&mut self, plan: &Plan, step: Step, now_ms: i64) -> Next {
+    /// After `step` succeeded (or had nothing left to do).
+    pub fn advance(&mut self, plan: &Plan, step: Step, now_ms: i64) -> Next {
         let next = match step {
             Step::Static => plan
                 .canary
@@ -786,22 +809,18 @@ mod tests {
     }
 
     fn task(id: u64, service: &str) -> Task {
-        Task {
-            id,
-            service: service.into(),
-            version: "1.0".into(),
-            initiator: "@ann:local".into(),
-            room: "!r:local".into(),
-            after: None,
-            created_ms: 0,
-            phase: Phase::Queued,
-            jobs: Vec::new(),
-            done: Vec::new(),
-            failed: Vec::new(),
-            undone: Vec::new(),
-            message: None,
-            forced_by: None,
-        }
+        Task::new(id, service, "1.0", "@ann:local", "!r:local", 0)
+    }
+
+    /// Jobs running on hosts: (job, host).
+    fn running(jobs: &[(&str, &str)]) -> Vec<Running> {
+        jobs.iter()
+            .map(|(job, host)| Running {
+                job: (*job).into(),
+                host: (*host).into(),
+                outcome: None,
+            })
+            .collect()
     }
 
     /// Gives the task the jobs of `step` and ends them all with `outcome`.
@@ -872,18 +891,7 @@ mod tests {
         t.phase = Phase::Running {
             step: Step::Batch { dc: 0, batch: 0 },
         };
-        t.jobs = vec![
-            Running {
-                job: "a".into(),
-                host: "web2".into(),
-                outcome: None,
-            },
-            Running {
-                job: "b".into(),
-                host: "web3".into(),
-                outcome: None,
-            },
-        ];
+        t.jobs = running(&[("a", "web2"), ("b", "web3")]);
         assert_eq!(t.job_ended(&p, "a", "succeeded", "", 0), Next::Wait);
         assert_eq!(
             t.job_ended(&p, "a", "succeeded", "", 0),
@@ -964,18 +972,7 @@ mod tests {
         let mut t = task(1, "web");
         let step = Step::Batch { dc: 0, batch: 0 };
         t.phase = Phase::Running { step };
-        t.jobs = vec![
-            Running {
-                job: "a".into(),
-                host: "web2".into(),
-                outcome: None,
-            },
-            Running {
-                job: "b".into(),
-                host: "web3".into(),
-                outcome: None,
-            },
-        ];
+        t.jobs = running(&[("a", "web2"), ("b", "web3")]);
         t.job_ended(&p, "a", "failed", "disk full", 0);
         assert_eq!(t.job_ended(&p, "b", "succeeded", "", 0), Next::Settled);
         assert_eq!(t.phase, Phase::Failed { step });
@@ -991,6 +988,29 @@ mod tests {
         assert_eq!(run(&mut t, &p, Step::Canary, "lost", 0), Next::Settled);
         assert_eq!(t.phase, Phase::NeedsDecision { step: Step::Canary });
         assert_eq!(t.confirm(0), Ok(Next::Run(Step::Canary)));
+    }
+
+    #[test]
+    fn a_step_run_again_after_a_lost_job_redoes_only_what_is_not_done() {
+        let p = plan();
+        let mut t = task(1, "web");
+        let step = Step::Batch { dc: 0, batch: 0 };
+        t.phase = Phase::Running { step };
+        t.jobs = running(&[("a", "web2"), ("b", "web3")]);
+        t.job_ended(&p, "a", "succeeded", "", 0);
+        assert_eq!(t.job_ended(&p, "b", "lost", "", 0), Next::Settled);
+        assert_eq!(t.confirm(0), Ok(Next::Run(step)));
+        let again: Vec<String> = starts(&p, step, &t.done)
+            .into_iter()
+            .map(|s| s.host)
+            .collect();
+        assert_eq!(again, ["web3"]);
+        t.done.push("web3".into());
+        assert!(starts(&p, step, &t.done).is_empty());
+        assert_eq!(
+            t.advance(&p, step, 0),
+            Next::Run(Step::Batch { dc: 0, batch: 1 })
+        );
     }
 
     #[test]
@@ -1012,11 +1032,7 @@ mod tests {
 
         let mut r = task(2, "web");
         r.phase = Phase::Running { step: Step::Canary };
-        r.jobs = vec![Running {
-            job: "c".into(),
-            host: "web1".into(),
-            outcome: None,
-        }];
+        r.jobs = running(&[("c", "web1")]);
         assert_eq!(
             r.cancel(),
             Ok(vec!["c".to_owned()]),
@@ -1102,11 +1118,7 @@ mod tests {
         t.phase = Phase::Running {
             step: Step::Batch { dc: 0, batch: 0 },
         };
-        t.jobs = vec![Running {
-            job: "x".into(),
-            host: "web2".into(),
-            outcome: None,
-        }];
+        t.jobs = running(&[("x", "web2")]);
         assert_eq!(t.rollback(&p), Ok((vec!["x".to_owned()], Next::Wait)));
         assert_eq!(
             t.job_ended(&p, "x", "cancelled", "", 0),
