@@ -288,6 +288,54 @@ on_both!(
     a_bot_killed_mid_job_leaves_the_task_to_a_decision_postgres
 );
 
+/// A real `ikkyu console` SIGKILLed during a short real countdown: the
+/// deadline passes while it is down, and the bot started again cancels
+/// the task at once, saying so; no batch ever ran.
+async fn a_bot_killed_mid_countdown_cancels_on_time_after_restart(
+    db_url: &str,
+    data: &Path,
+) -> anyhow::Result<()> {
+    let mark = data.join("mark");
+    let short = format!("[plugins.deploy.config]\ncountdown = \"3s\"\ntick = \"1s\"\n{WEB}");
+    let mut console = ConsoleProcess::start(db_url, data, "@ann:local", &config(&mark, 0, &short))?;
+    console.say("!deploy web 3.0").await?;
+    let until = Instant::now() + Duration::from_secs(20);
+    while marks(&mark).is_empty() {
+        anyhow::ensure!(
+            Instant::now() < until,
+            "the canary never ran; the bot said:\n{}",
+            console.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The canary is done and the countdown has begun; the bot dies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let path = console.config.clone();
+    console.kill().await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let (bot, sink) = ConsoleProcess::restart(&path).await?;
+    bot.run_due_schedules().await?;
+    let told = sink.take().join("\n");
+    assert!(
+        told.contains("deploy #1 (web 3.0) was not confirmed within 0:03 and is cancelled"),
+        "{told}"
+    );
+    let late = say(&bot, &sink, "@olga:local", "!deploy confirm 1").await?;
+    assert!(
+        late.contains("#1 is cancelled, not waiting for a confirmation"),
+        "{late}"
+    );
+    assert_eq!(marks(&mark), ["canary w1"], "no batch ran");
+    bot.shutdown().await;
+    Ok(())
+}
+on_both!(
+    a_bot_killed_mid_countdown_cancels_on_time_after_restart,
+    a_bot_killed_mid_countdown_cancels_on_time_after_restart_sqlite,
+    a_bot_killed_mid_countdown_cancels_on_time_after_restart_postgres
+);
+
 /// On a real Synapse: the progress message is one message, edited in place
 /// (`m.replace`) as the countdown runs and the rollout goes on; a second
 /// user with ops confirms it.
