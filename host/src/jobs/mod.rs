@@ -17,5 +17,5 @@ mod spec;
 mod tail;
 
 pub use runner::{FINISHED_TOPIC, Runner};
-pub use spec::{Job, JobDef, JobsConfig, MAX_PARAM, is_job_name};
+pub use spec::{Job, JobDef, JobsConfig};
 pub use tail::{Stream, Tail, last_bytes};

@@ -186,11 +186,6 @@ impl Runner {
         }
     }
 
-    /// A notification that resolves when one of this host's jobs ended.
-    pub fn ended(&self) -> Arc<tokio::sync::Notify> {
-        self.ended.clone()
-    }
-
     fn running_count(&self) -> usize {
         self.running
             .lock()

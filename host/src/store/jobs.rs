@@ -269,7 +269,7 @@ impl Db {
         Ok(rows.iter().map(stored).collect())
     }
 
-    /// Whether any job is queued or running.
+    /// How many jobs are queued or running.
     pub async fn jobs_open(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")
