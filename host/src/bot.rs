@@ -25,7 +25,7 @@ use crate::runtime::{CallOutcome, CallState, LoadedPlugin, PluginError, Runtime}
 use crate::schedule::{Pass, Scheduler};
 use crate::store::{
     AuditRecord, Commit, Cutoffs, Db, Decision, DeliveryUpdate, OutMessage, Outcome,
-    PendingMessage, Pruned, Target, is_unavailable,
+    PendingMessage, Pruned, Target, Work, is_unavailable,
 };
 
 /// Events emitted by event handlers may cause further events; past this
@@ -383,8 +383,8 @@ impl Bot {
 
     async fn next_chat_due_ms(&self) -> Option<i64> {
         let (a, b) = tokio::join!(
-            self.db.outbox_next_attempt(),
-            self.db.deliveries_next_attempt()
+            self.db.next_due(Work::Messages),
+            self.db.next_due(Work::Deliveries)
         );
         [a.ok().flatten(), b.ok().flatten()]
             .into_iter()
@@ -442,10 +442,14 @@ impl Bot {
     /// at a time, until no head is left: whether anything was sent.
     async fn deliver_outbox(&self) -> anyhow::Result<bool> {
         let _guard = self.flushing.lock().await;
+        let Some(seen) = self.db.waiting(Work::Messages) else {
+            return Ok(false);
+        };
         let mut progressed = false;
         loop {
             let heads = self.db.outbox_heads(self.clock.now_ms(), BATCH).await?;
             if heads.is_empty() {
+                self.db.none_due(Work::Messages, seen);
                 return Ok(progressed);
             }
             let mut any = false;
@@ -531,9 +535,17 @@ impl Bot {
     /// one that cannot run now never holds up another: whether any
     /// delivery succeeded.
     async fn deliver_events(&self) -> anyhow::Result<bool> {
+        let Some(seen) = self.db.waiting(Work::Deliveries) else {
+            return Ok(false);
+        };
+        let subscribers = self.db.delivery_subscribers().await?;
+        if subscribers.is_empty() {
+            self.db.none_pending(Work::Deliveries, seen);
+            return Ok(false);
+        }
         let mut progressed = false;
         let table = self.registry.current();
-        for subscriber in self.db.delivery_subscribers().await? {
+        for subscriber in subscribers {
             let now = self.clock.now_ms();
             let pending = self.db.deliveries_pending(&subscriber, now, BATCH).await?;
             let plugin = table.plugin(&subscriber).cloned();

@@ -18,7 +18,9 @@ use super::{HttpError, Response};
 use crate::attempt::{Attempts, Ran};
 use crate::clock::SharedClock;
 use crate::registry::Registry;
-use crate::store::{AuditRecord, Commit, Db, Decision, NewEvent, Outcome, PendingSend, SendUpdate};
+use crate::store::{
+    AuditRecord, Commit, Db, Decision, NewEvent, Outcome, PendingSend, SendUpdate, Work,
+};
 
 /// Tries of one request before its failure is final.
 pub const MAX_ATTEMPTS: i64 = 6;
@@ -73,8 +75,12 @@ impl Sender {
     /// already under way); whether any try was committed.
     pub async fn pass(&self) -> anyhow::Result<bool> {
         let _one = self.passing.lock().await;
+        let Some(seen) = self.db.waiting(Work::Sends) else {
+            return Ok(false);
+        };
         let due = self.db.sends_due(self.clock.now_ms(), 100).await?;
         if due.is_empty() {
+            self.db.none_due(Work::Sends, seen);
             return Ok(false);
         }
         let committed = futures_util::stream::iter(due)
@@ -94,7 +100,7 @@ impl Sender {
 
     /// When the earliest pending request is due, ms since the epoch.
     pub async fn next_due_ms(&self) -> Option<i64> {
-        self.db.next_send_ms().await.ok().flatten()
+        self.db.next_due(Work::Sends).await.ok().flatten()
     }
 
     async fn try_once(&self, p: &PendingSend) -> anyhow::Result<()> {

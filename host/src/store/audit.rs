@@ -3,6 +3,7 @@
 
 use sqlx::Row;
 
+use super::sql::{Conn, query};
 use super::{Db, StoreError};
 use crate::text::{MAX_AUDIT_FIELD, MAX_ID, storable};
 
@@ -131,11 +132,8 @@ fn fit(s: &str, max: usize) -> String {
     storable(s, max).into_owned()
 }
 
-pub(super) async fn insert(
-    tx: &mut sqlx::AnyConnection,
-    r: &AuditRecord,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+pub(super) async fn insert(tx: &mut Conn<'_>, r: &AuditRecord) -> Result<(), StoreError> {
+    query(
         "INSERT INTO audit_log (at_ms, kind, actor, room, command, plugin, plugin_version, \
          decision, outcome, detail, duration_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
@@ -150,8 +148,7 @@ pub(super) async fn insert(
     .bind(r.outcome.as_str())
     .bind(r.detail.as_deref().map(|v| fit(v, MAX_AUDIT_FIELD)))
     .bind(r.duration_us)
-    .execute(tx)
-    .await?;
+    .execute(tx).await?;
     Ok(())
 }
 

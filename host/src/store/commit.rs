@@ -3,9 +3,10 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use super::sql::{Conn, query};
 use super::{
     AuditRecord, Db, Fired, JobChange, JobEnd, KvChanges, NewSend, OutMessage, ScheduleChange,
-    SendUpdate, StoreError, audit, classify, http, jobs, kv, outbox, schedules,
+    SendUpdate, StoreError, audit, http, jobs, kv, outbox, schedules,
 };
 
 /// An event to store, with the subscribers it goes to.
@@ -246,129 +247,137 @@ impl Db {
         result
     }
 
+    /// Commits `c` as it is, in the writer's next transaction.
     async fn commit_as_is(&self, c: &Commit) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        let now = c.audit.at_ms;
-        if let Some(id) = &c.processed {
-            let inserted = sqlx::query(
-                "INSERT INTO processed_messages (message_id, processed_ms) VALUES ($1, $2) \
-                 ON CONFLICT (message_id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-            if inserted.rows_affected() == 0 {
-                return Err(StoreError::Duplicate(id.clone()));
-            }
-        }
-        if let Some(fired) = &c.fired {
-            schedules::apply_fired(&mut tx, fired).await?;
-        }
-        if let Some(changes) = &c.kv {
-            kv::apply(&mut tx, changes, next_stamp(now), &self.usage).await?;
-        }
-        schedules::apply_changes(&mut tx, &c.schedules, now).await?;
-        for m in &c.messages {
-            outbox::insert(&mut tx, m, now).await.map_err(classify)?;
-        }
-        for send in &c.sends {
-            http::insert(&mut tx, send, now).await?;
-        }
-        if let Some(update) = &c.sent {
-            http::update(&mut tx, update, now).await?;
-        }
-        for change in &c.jobs {
-            jobs::apply(&mut tx, change, now).await?;
-        }
-        if let Some(end) = &c.job_end {
-            jobs::end(&mut tx, end, now).await?;
-        }
-        for e in &c.events {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO events (created_ms, topic, payload, source_plugin, depth, root_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            )
-            .bind(now)
-            .bind(&e.topic)
-            .bind(&e.payload)
-            .bind(&e.source_plugin)
-            .bind(e.depth)
-            .bind(e.root)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-            for plugin in &e.subscribers {
-                sqlx::query("INSERT INTO event_deliveries (event_id, plugin) VALUES ($1, $2)")
-                    .bind(id)
-                    .bind(plugin)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-            }
-        }
-        for r in &c.roles {
-            let q = match r {
-                RoleChange::Grant { user, role, by } => sqlx::query(
-                    "INSERT INTO roles (user_id, role, granted_by, granted_ms) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (user_id, role) DO NOTHING",
-                )
-                .bind(user)
-                .bind(role)
-                .bind(by)
-                .bind(now),
-                RoleChange::Revoke { user, role } => {
-                    sqlx::query("DELETE FROM roles WHERE user_id = $1 AND role = $2").bind(user).bind(role)
-                }
-            };
-            q.execute(&mut *tx).await.map_err(classify)?;
-        }
-        if let Some(update) = &c.delivery {
-            let (event_id, plugin, attempts, state, error, retry_at) = match update {
-                DeliveryUpdate::Done {
-                    event_id,
-                    plugin,
-                    attempts,
-                } => (event_id, plugin, attempts, "done", None, None),
-                DeliveryUpdate::Failed {
-                    event_id,
-                    plugin,
-                    attempts,
-                    error,
-                    give_up,
-                    retry_at_ms,
-                } => (
-                    event_id,
-                    plugin,
-                    attempts,
-                    if *give_up { "failed" } else { "pending" },
-                    Some(crate::text::storable(error, crate::text::MAX_AUDIT_FIELD).into_owned()),
-                    *retry_at_ms,
-                ),
-            };
-            let updated = sqlx::query(
-                "UPDATE event_deliveries SET attempts = attempts + 1, state = $1, \
-                 last_error = COALESCE($2, last_error), next_attempt_ms = $6 \
-                 WHERE event_id = $3 AND plugin = $4 AND state = 'pending' AND attempts = $5",
-            )
-            .bind(state)
-            .bind(error)
-            .bind(event_id)
-            .bind(plugin)
-            .bind(attempts)
-            .bind(retry_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-            if updated.rows_affected() == 0 {
-                return Err(StoreError::Duplicate(format!(
-                    "event {event_id} for {plugin}"
-                )));
-            }
-        }
-        audit::insert(&mut tx, &c.audit).await.map_err(classify)?;
-        tx.commit().await.map_err(classify)?;
-        Ok(())
+        self.writer.commit(std::sync::Arc::new(c.clone())).await
     }
+}
+
+/// Writes `c` inside the writer's open transaction on `tx`; `usage`
+/// bounds the kv namespaces for their quota.
+pub(super) async fn apply(
+    tx: &mut Conn<'_>,
+    c: &Commit,
+    usage: &kv::Usage,
+) -> Result<(), StoreError> {
+    let now = c.audit.at_ms;
+    if let Some(id) = &c.processed {
+        let inserted = query(
+            "INSERT INTO processed_messages (message_id, processed_ms) VALUES ($1, $2) \
+             ON CONFLICT (message_id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(tx)
+        .await?;
+        if inserted == 0 {
+            return Err(StoreError::Duplicate(id.clone()));
+        }
+    }
+    if let Some(fired) = &c.fired {
+        schedules::apply_fired(tx, fired).await?;
+    }
+    if let Some(changes) = &c.kv {
+        kv::apply(tx, changes, next_stamp(now), usage).await?;
+    }
+    schedules::apply_changes(tx, &c.schedules, now).await?;
+    for m in &c.messages {
+        outbox::insert(tx, m, now).await?;
+    }
+    for send in &c.sends {
+        http::insert(tx, send, now).await?;
+    }
+    if let Some(update) = &c.sent {
+        http::update(tx, update, now).await?;
+    }
+    for change in &c.jobs {
+        jobs::apply(tx, change, now).await?;
+    }
+    if let Some(end) = &c.job_end {
+        jobs::end(tx, end, now).await?;
+    }
+    for e in &c.events {
+        let id: i64 = query(
+            "INSERT INTO events (created_ms, topic, payload, source_plugin, depth, root_id) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(now)
+        .bind(&e.topic)
+        .bind(&e.payload)
+        .bind(&e.source_plugin)
+        .bind(e.depth)
+        .bind(e.root)
+        .scalar(tx)
+        .await?
+        .ok_or_else(|| StoreError::Db("an inserted event has no id".into()))?;
+        for plugin in &e.subscribers {
+            query("INSERT INTO event_deliveries (event_id, plugin) VALUES ($1, $2)")
+                .bind(id)
+                .bind(plugin)
+                .execute(tx)
+                .await?;
+        }
+    }
+    for r in &c.roles {
+        match r {
+            RoleChange::Grant { user, role, by } => query(
+                "INSERT INTO roles (user_id, role, granted_by, granted_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (user_id, role) DO NOTHING",
+            )
+            .bind(user)
+            .bind(role)
+            .bind(by)
+            .bind(now),
+            RoleChange::Revoke { user, role } => {
+                query("DELETE FROM roles WHERE user_id = $1 AND role = $2")
+                    .bind(user)
+                    .bind(role)
+            }
+        }
+        .execute(tx)
+        .await?;
+    }
+    if let Some(update) = &c.delivery {
+        let (event_id, plugin, attempts, state, error, retry_at) = match update {
+            DeliveryUpdate::Done {
+                event_id,
+                plugin,
+                attempts,
+            } => (event_id, plugin, attempts, "done", None, None),
+            DeliveryUpdate::Failed {
+                event_id,
+                plugin,
+                attempts,
+                error,
+                give_up,
+                retry_at_ms,
+            } => (
+                event_id,
+                plugin,
+                attempts,
+                if *give_up { "failed" } else { "pending" },
+                Some(crate::text::storable(error, crate::text::MAX_AUDIT_FIELD).into_owned()),
+                *retry_at_ms,
+            ),
+        };
+        let updated = query(
+            "UPDATE event_deliveries SET attempts = attempts + 1, state = $1, \
+             last_error = COALESCE($2, last_error), next_attempt_ms = $6 \
+             WHERE event_id = $3 AND plugin = $4 AND state = 'pending' AND attempts = $5",
+        )
+        .bind(state)
+        .bind(error)
+        .bind(*event_id)
+        .bind(plugin)
+        .bind(*attempts)
+        .bind(retry_at)
+        .execute(tx)
+        .await?;
+        if updated == 0 {
+            return Err(StoreError::Duplicate(format!(
+                "event {event_id} for {plugin}"
+            )));
+        }
+    }
+    audit::insert(tx, &c.audit).await
 }

@@ -4,7 +4,8 @@
 
 use sqlx::Row;
 
-use super::{Db, StoreError, classify};
+use super::sql::{Conn, query};
+use super::{Db, StoreError};
 
 /// A request to send after the commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,13 +72,9 @@ pub enum SendUpdate {
     },
 }
 
-pub(super) async fn insert(
-    tx: &mut sqlx::AnyConnection,
-    s: &NewSend,
-    now_ms: i64,
-) -> Result<(), StoreError> {
+pub(super) async fn insert(tx: &mut Conn<'_>, s: &NewSend, now_ms: i64) -> Result<(), StoreError> {
     let headers = serde_json::to_string(&s.headers).unwrap_or_else(|_| "[]".into());
-    sqlx::query(
+    query(
         "INSERT INTO http_sends (created_ms, plugin, tag, method, url, headers, body) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -88,16 +85,15 @@ pub(super) async fn insert(
     .bind(&s.url)
     .bind(crate::text::storable(&headers, usize::MAX).into_owned())
     .bind(&s.body)
-    .execute(&mut *tx)
-    .await
-    .map_err(classify)?;
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
 /// Applies `u` if the row is still pending with the attempts it was read
 /// with; otherwise another sender ended it first.
 pub(super) async fn update(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut Conn<'_>,
     u: &SendUpdate,
     now_ms: i64,
 ) -> Result<(), StoreError> {
@@ -107,7 +103,7 @@ pub(super) async fn update(
             attempts,
             status,
             error,
-        } => sqlx::query(
+        } => query(
             "UPDATE http_sends SET attempts = attempts + 1, state = $1, status = $2, \
              last_error = $3, done_ms = $4 WHERE id = $5 AND state = 'pending' AND attempts = $6",
         )
@@ -126,7 +122,7 @@ pub(super) async fn update(
             attempts,
             error,
             retry_at_ms,
-        } => sqlx::query(
+        } => query(
             "UPDATE http_sends SET attempts = attempts + 1, last_error = $1, next_attempt_ms = $2 \
              WHERE id = $3 AND state = 'pending' AND attempts = $4",
         )
@@ -135,10 +131,9 @@ pub(super) async fn update(
         .bind(id)
         .bind(attempts),
     }
-    .execute(&mut *tx)
-    .await
-    .map_err(classify)?;
-    if result.rows_affected() == 0 {
+    .execute(tx)
+    .await?;
+    if result == 0 {
         return Err(StoreError::Duplicate(format!(
             "http send {}",
             match u {

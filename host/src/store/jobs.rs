@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use super::sql::{Conn, query};
 use super::{Db, StoreError, classify};
 
 /// What a job's row says became of it.
@@ -178,14 +179,14 @@ fn stored(r: &sqlx::any::AnyRow) -> StoredJob {
 }
 
 pub(super) async fn apply(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut Conn<'_>,
     change: &JobChange,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     match change {
         JobChange::Start(j) => {
             let params = serde_json::to_string(&j.params).unwrap_or_else(|_| "[]".into());
-            sqlx::query(
+            query(
                 "INSERT INTO jobs (job_key, created_ms, plugin, name, tag, params) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
@@ -195,31 +196,25 @@ pub(super) async fn apply(
             .bind(&j.name)
             .bind(crate::text::storable(&j.tag, crate::text::MAX_AUDIT_FIELD).into_owned())
             .bind(crate::text::storable(&params, usize::MAX).into_owned())
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .execute(tx)
+            .await?;
         }
         JobChange::Cancel { plugin, key } => {
-            sqlx::query(
+            query(
                 "UPDATE jobs SET cancel_requested = 1 WHERE job_key = $1 AND plugin = $2 \
                  AND state IN ('queued', 'running')",
             )
             .bind(key)
             .bind(plugin)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+            .execute(tx)
+            .await?;
         }
     }
     Ok(())
 }
 
-pub(super) async fn end(
-    tx: &mut sqlx::AnyConnection,
-    e: &JobEnd,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    let updated = sqlx::query(
+pub(super) async fn end(tx: &mut Conn<'_>, e: &JobEnd, now_ms: i64) -> Result<(), StoreError> {
+    let updated = query(
         "UPDATE jobs SET state = $1, exit_code = $2, output = $3, error = $4, ended_ms = $5, \
          lease_until_ms = NULL WHERE id = $6 AND state = $7",
     )
@@ -234,10 +229,9 @@ pub(super) async fn end(
     .bind(now_ms)
     .bind(e.id)
     .bind(e.from.as_str())
-    .execute(&mut *tx)
-    .await
-    .map_err(classify)?;
-    if updated.rows_affected() == 0 {
+    .execute(tx)
+    .await?;
+    if updated == 0 {
         return Err(StoreError::Duplicate(format!("job {}", e.id)));
     }
     Ok(())

@@ -11,9 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use sqlx::Row;
-
-use super::{Db, StoreError, classify};
+use super::sql::{Conn, Query, Row, query};
+use super::{Db, StoreError};
 
 /// One stored entry.
 #[derive(Debug, Clone)]
@@ -86,17 +85,20 @@ impl Usage {
 impl Db {
     /// The entry under `key`, if any.
     pub async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<KvRow>, StoreError> {
-        let row =
-            sqlx::query("SELECT value, version FROM plugin_kv WHERE plugin = $1 AND key = $2")
-                .bind(ns)
-                .bind(key)
-                .fetch_optional(&self.read)
-                .await?;
-        Ok(row.map(|r| KvRow {
-            key: key.to_owned(),
-            value: r.get(0),
-            version: r.get(1),
-        }))
+        let q = query("SELECT value, version FROM plugin_kv WHERE plugin = $1 AND key = $2")
+            .bind(ns)
+            .bind(key);
+        self.read_all(&q)
+            .await?
+            .first()
+            .map(|r| {
+                Ok(KvRow {
+                    key: key.to_owned(),
+                    value: r.get(0)?,
+                    version: r.get(1)?,
+                })
+            })
+            .transpose()
     }
 
     /// Every entry whose key starts with `prefix`, sorted by key
@@ -109,7 +111,10 @@ impl Db {
         prefix: &str,
         max_bytes: usize,
     ) -> Result<Option<Vec<KvRow>>, StoreError> {
-        Ok(scan_rows(&self.read, ns, prefix, max_bytes).await?)
+        let mut scan = Scan::new(max_bytes);
+        self.read_while(&scan_query(ns, prefix), |row| scan.take(&row))
+            .await?;
+        Ok(scan.rows())
     }
 }
 
@@ -118,49 +123,64 @@ impl Db {
 pub const MAX_SCAN_ROWS: usize = 10_000;
 
 /// The scan query, shared by reads during a call and validation at commit.
-async fn scan_rows<'e, E>(
-    exec: E,
-    ns: &str,
-    prefix: &str,
-    max_bytes: usize,
-) -> Result<Option<Vec<KvRow>>, sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    use futures_util::TryStreamExt;
+fn scan_query(ns: &str, prefix: &str) -> Query {
     let limit = i64::try_from(MAX_SCAN_ROWS + 1).unwrap_or(i64::MAX);
-    let end = prefix_end(prefix);
-    let query = match &end {
-        Some(_) => sqlx::query(
+    match prefix_end(prefix) {
+        Some(end) => query(
             "SELECT key, value, version FROM plugin_kv \
              WHERE plugin = $1 AND key >= $2 AND key < $3 ORDER BY key LIMIT $4",
         )
-        .bind(ns.to_owned())
-        .bind(prefix.to_owned())
-        .bind(end.clone())
+        .bind(ns)
+        .bind(prefix)
+        .bind(end)
         .bind(limit),
-        None => sqlx::query(
+        None => query(
             "SELECT key, value, version FROM plugin_kv WHERE plugin = $1 ORDER BY key LIMIT $2",
         )
-        .bind(ns.to_owned())
+        .bind(ns)
         .bind(limit),
-    };
-    let mut stream = query.fetch(exec);
-    let mut rows = Vec::new();
-    let mut bytes = 0usize;
-    while let Some(r) = stream.try_next().await? {
-        let row = KvRow {
-            key: r.get(0),
-            value: r.get(1),
-            version: r.get(2),
-        };
-        bytes = bytes.saturating_add(row.key.len() + row.value.len());
-        if rows.len() >= MAX_SCAN_ROWS || bytes > max_bytes {
-            return Ok(None);
-        }
-        rows.push(row);
     }
-    Ok(Some(rows))
+}
+
+/// A scan's rows as they arrive, stopped once there are more than
+/// [`MAX_SCAN_ROWS`] or their keys and values pass the byte bound.
+struct Scan {
+    rows: Vec<KvRow>,
+    bytes: usize,
+    max_bytes: usize,
+    over: bool,
+}
+
+impl Scan {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            rows: Vec::new(),
+            bytes: 0,
+            max_bytes,
+            over: false,
+        }
+    }
+
+    /// Takes one row: whether to go on.
+    fn take(&mut self, r: &Row) -> Result<bool, StoreError> {
+        let row = KvRow {
+            key: r.get(0)?,
+            value: r.get(1)?,
+            version: r.get(2)?,
+        };
+        self.bytes = self.bytes.saturating_add(row.key.len() + row.value.len());
+        if self.rows.len() >= MAX_SCAN_ROWS || self.bytes > self.max_bytes {
+            self.over = true;
+            return Ok(false);
+        }
+        self.rows.push(row);
+        Ok(true)
+    }
+
+    /// The rows, or none if the scan went over its bounds.
+    fn rows(self) -> Option<Vec<KvRow>> {
+        (!self.over).then_some(self.rows)
+    }
 }
 
 /// A digest of what a scan saw, cheap to keep and compare.
@@ -194,7 +214,7 @@ fn prefix_end(prefix: &str) -> Option<String> {
 /// Checks the reads and the quota and applies the writes inside the
 /// commit's transaction.
 pub(super) async fn apply(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut Conn<'_>,
     changes: &KvChanges,
     stamp: i64,
     usage: &Usage,
@@ -234,25 +254,19 @@ pub(super) async fn apply(
 }
 
 /// Bytes the namespace holds, as the triggers of `plugin_kv_usage` keep it.
-async fn used(tx: &mut sqlx::AnyConnection, ns: &str) -> Result<u64, StoreError> {
-    let bytes: Option<i64> =
-        sqlx::query_scalar("SELECT bytes FROM plugin_kv_usage WHERE plugin = $1")
-            .bind(ns)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?;
+async fn used(tx: &mut Conn<'_>, ns: &str) -> Result<u64, StoreError> {
+    let bytes: Option<i64> = query("SELECT bytes FROM plugin_kv_usage WHERE plugin = $1")
+        .bind(ns)
+        .scalar(tx)
+        .await?;
     Ok(bytes.map_or(0, |b| u64::try_from(b).unwrap_or(0)))
 }
 
-async fn write(
-    tx: &mut sqlx::AnyConnection,
-    changes: &KvChanges,
-    stamp: i64,
-) -> Result<(), StoreError> {
+async fn write(tx: &mut Conn<'_>, changes: &KvChanges, stamp: i64) -> Result<(), StoreError> {
     for (key, value) in &changes.writes {
         match value {
             Some(value) => {
-                sqlx::query(
+                query(
                     "INSERT INTO plugin_kv (plugin, key, value, version) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, version = excluded.version",
                 )
@@ -260,43 +274,41 @@ async fn write(
                 .bind(key)
                 .bind(value)
                 .bind(stamp)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .execute(tx)
+                .await?;
             }
             None => {
-                sqlx::query("DELETE FROM plugin_kv WHERE plugin = $1 AND key = $2")
+                query("DELETE FROM plugin_kv WHERE plugin = $1 AND key = $2")
                     .bind(&changes.namespace)
                     .bind(key)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
+                    .execute(tx)
+                    .await?;
             }
         }
     }
     Ok(())
 }
 
-async fn validate(tx: &mut sqlx::AnyConnection, changes: &KvChanges) -> Result<(), StoreError> {
+async fn validate(tx: &mut Conn<'_>, changes: &KvChanges) -> Result<(), StoreError> {
     let ns = &changes.namespace;
     for (key, seen) in &changes.reads.keys {
         let now: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM plugin_kv WHERE plugin = $1 AND key = $2")
+            query("SELECT version FROM plugin_kv WHERE plugin = $1 AND key = $2")
                 .bind(ns)
                 .bind(key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(classify)?;
+                .scalar(tx)
+                .await?;
         if now.unwrap_or(0) != *seen {
             return Err(StoreError::Conflict);
         }
     }
     for (prefix, seen) in &changes.reads.scans {
         // A scan the call saw complete that is now too large changed.
-        let rows = scan_rows(&mut *tx, ns, prefix, usize::MAX)
-            .await
-            .map_err(classify)?
-            .ok_or(StoreError::Conflict)?;
+        let mut scan = Scan::new(usize::MAX);
+        scan_query(ns, prefix)
+            .fetch_while(tx, |row| scan.take(&row))
+            .await?;
+        let rows = scan.rows().ok_or(StoreError::Conflict)?;
         if scan_digest(rows.iter().map(|r| (r.key.as_str(), r.version))) != *seen {
             return Err(StoreError::Conflict);
         }

@@ -13,11 +13,15 @@ mod http;
 mod jobs;
 mod kv;
 mod outbox;
+mod pending;
 mod positions;
 mod retention;
 mod roles;
 mod schedules;
+mod sql;
+mod writer;
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -33,6 +37,9 @@ pub use outbox::{Edit, OutMessage, PendingMessage, Target};
 pub use retention::{Cutoffs, Pruned};
 pub use schedules::{Fired, LastRun, ScheduleChange, ScheduleRow};
 
+/// What the database (or its client) said, as text and a source chain.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a database operation failed, in the terms callers act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,11 +53,11 @@ pub enum StoreError {
     /// store, a limit exceeded): the same commit will always fail, so the
     /// caller records a minimal outcome instead of retrying.
     #[error("the database refused the data: {0}")]
-    Refused(sqlx::Error),
+    Refused(Cause),
     /// The database cannot be reached or is shutting down: nothing was
     /// written, and the same commit may succeed in a moment.
     #[error("the database is unavailable: {0}")]
-    Unavailable(sqlx::Error),
+    Unavailable(Cause),
     /// The plugin's kv namespace would grow past its quota: nothing was
     /// written, and the same commit will always fail.
     #[error(
@@ -69,7 +76,7 @@ pub enum StoreError {
     },
     /// Anything else the database said.
     #[error("database error: {0}")]
-    Db(sqlx::Error),
+    Db(Cause),
     /// A migration could not be applied.
     #[error("migrating the database failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -100,12 +107,46 @@ pub struct Db {
     /// Signalled after every commit that left something to deliver
     /// (messages, events), whoever made it: the delivery loop waits on it.
     deliverable: std::sync::Arc<tokio::sync::Notify>,
-    /// Bounds of what each kv namespace holds, for the quota.
-    usage: kv::Usage,
+    /// SQLite's reads on the caller's thread; none on PostgreSQL.
+    lite: Option<std::sync::Arc<sql::Lite>>,
     /// Signalled after every commit that left HTTP requests to send.
     sendable: std::sync::Arc<tokio::sync::Notify>,
     /// Signalled after every commit that queued or cancelled a job.
     runnable: std::sync::Arc<tokio::sync::Notify>,
+    /// Commits go through it, many to a transaction.
+    writer: writer::Writer,
+    /// Which kinds of after-commit work may be waiting.
+    waiting: std::sync::Arc<Waiting>,
+    /// The roles granted in chat, as last read.
+    roles: roles::Cached,
+}
+
+/// A kind of work commits leave to be done after them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Messages in the outbox.
+    Messages,
+    /// Event deliveries.
+    Deliveries,
+    /// HTTP sends.
+    Sends,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    messages: pending::Pending,
+    deliveries: pending::Pending,
+    sends: pending::Pending,
+}
+
+impl Waiting {
+    fn of(&self, work: Work) -> &pending::Pending {
+        match work {
+            Work::Messages => &self.messages,
+            Work::Deliveries => &self.deliveries,
+            Work::Sends => &self.sends,
+        }
+    }
 }
 
 impl Db {
@@ -120,16 +161,14 @@ impl Db {
                 format!("{url}?mode=rwc")
             };
             let write = sqlite_pool(&url, 1).await?;
-            let read = sqlite_pool(&url, 8).await?;
-            Ok(Self {
-                backend: Backend::Sqlite,
-                read,
-                write,
-                deliverable: std::sync::Arc::default(),
-                usage: kv::Usage::default(),
-                sendable: std::sync::Arc::default(),
-                runnable: std::sync::Arc::default(),
-            })
+            let read = sqlite_pool(&url, 2).await?;
+            let path = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
+                .get_filename()
+                .to_path_buf();
+            let usage = kv::Usage::default();
+            let writer = writer::Writer::sqlite(&path, usage)?;
+            let lite = Some(std::sync::Arc::new(sql::Lite::new(path)));
+            Ok(Self::with(Backend::Sqlite, read, write, writer, lite))
         } else {
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
@@ -138,15 +177,36 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(3))
                 .connect(url)
                 .await?;
-            Ok(Self {
-                backend: Backend::Postgres,
-                read: pool.clone(),
-                write: pool,
-                deliverable: std::sync::Arc::default(),
-                usage: kv::Usage::default(),
-                sendable: std::sync::Arc::default(),
-                runnable: std::sync::Arc::default(),
-            })
+            let writer = writer::Writer::postgres(pool.clone(), kv::Usage::default());
+            Ok(Self::with(
+                Backend::Postgres,
+                pool.clone(),
+                pool,
+                writer,
+                None,
+            ))
+        }
+    }
+
+    /// A handle over the pools and the writer.
+    fn with(
+        backend: Backend,
+        read: AnyPool,
+        write: AnyPool,
+        writer: writer::Writer,
+        lite: Option<std::sync::Arc<sql::Lite>>,
+    ) -> Self {
+        Self {
+            backend,
+            read,
+            write,
+            deliverable: std::sync::Arc::default(),
+            lite,
+            sendable: std::sync::Arc::default(),
+            runnable: std::sync::Arc::default(),
+            writer,
+            waiting: std::sync::Arc::default(),
+            roles: roles::Cached::default(),
         }
     }
 
@@ -172,8 +232,28 @@ impl Db {
         self.deliverable.notified().await;
     }
 
-    /// Tells the delivery loop there may be work: after `c` committed.
+    /// Marks the work `c` left and wakes whoever does it: after `c`
+    /// committed.
     fn committed(&self, c: &Commit) {
+        if !c.roles.is_empty() {
+            self.roles.drop_copy();
+        }
+        let w = &self.waiting;
+        if !c.messages.is_empty() {
+            w.messages.mark();
+        }
+        if !c.events.is_empty() || c.job_end.is_some() || c.sent.is_some() {
+            w.deliveries.mark();
+        }
+        if let Some(DeliveryUpdate::Failed { give_up: false, .. }) = &c.delivery {
+            w.deliveries.retry_later();
+        }
+        if !c.sends.is_empty() {
+            w.sends.mark();
+        }
+        if let Some(SendUpdate::Retry { .. }) = &c.sent {
+            w.sends.retry_later();
+        }
         if !c.messages.is_empty() || !c.events.is_empty() || c.delivery.is_some() {
             self.deliverable.notify_one();
         }
@@ -183,6 +263,47 @@ impl Db {
         if !c.jobs.is_empty() {
             self.runnable.notify_one();
         }
+    }
+
+    /// Where a pass over `work` starts: `None` when no commit left any
+    /// since a pass found none (so there is nothing to ask the database),
+    /// otherwise the mark to hand to [`Db::none_due`] or [`Db::none_pending`].
+    pub fn waiting(&self, work: Work) -> Option<u64> {
+        self.waiting.of(work).look()
+    }
+
+    /// The pass over `work` that started at `seen` found nothing due now.
+    pub fn none_due(&self, work: Work, seen: u64) {
+        self.waiting.of(work).none_due(seen);
+    }
+
+    /// The pass over `work` that started at `seen` found nothing pending,
+    /// due or not.
+    pub fn none_pending(&self, work: Work, seen: u64) {
+        self.waiting.of(work).none_pending(seen);
+    }
+
+    /// When the earliest pending piece of `work` is due (ms since the
+    /// epoch; none when nothing is pending), asked of the database only
+    /// when a commit may have left some.
+    pub async fn next_due(&self, work: Work) -> Result<Option<i64>, StoreError> {
+        let Some(seen) = self.waiting(work) else {
+            return Ok(None);
+        };
+        let due = match work {
+            Work::Messages => self.outbox_next_attempt().await?,
+            Work::Deliveries => self.deliveries_next_attempt().await?,
+            Work::Sends => self.next_send_ms().await?,
+        };
+        if due.is_none() {
+            self.none_pending(work, seen);
+        }
+        Ok(due)
+    }
+
+    /// `work` failed and waits for a later try.
+    fn retry_later(&self, work: Work) {
+        self.waiting.of(work).retry_later();
     }
 
     /// Resolves after the next commit that queued or cancelled a job (or at
@@ -217,12 +338,44 @@ impl Db {
 
     /// Starts a write transaction that is serializable on both backends.
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        let mut tx = self.write.begin().await?;
-        if self.backend == Backend::Postgres {
-            tx.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
-                .await?;
+        writer::begin(&self.write, self.backend).await
+    }
+
+    /// Runs a read of the hot path, handing its rows to `each` until it
+    /// says stop: on SQLite on this thread, on PostgreSQL with a pooled
+    /// connection.
+    async fn read_while(
+        &self,
+        q: &sql::Query,
+        each: impl FnMut(sql::Row) -> Result<bool, StoreError> + Send,
+    ) -> Result<(), StoreError> {
+        use futures_util::FutureExt;
+        match &self.lite {
+            Some(lite) => {
+                let mut conn = lite.take()?;
+                let read = q
+                    .fetch_while(&mut sql::Conn::Lite(&mut conn), each)
+                    .now_or_never()
+                    .unwrap_or_else(|| Err(StoreError::Db("an SQLite read waited".into())));
+                lite.give(conn);
+                read
+            }
+            None => {
+                let mut conn = self.read.acquire().await?;
+                q.fetch_while(&mut sql::Conn::Any(&mut conn), each).await
+            }
         }
-        Ok(tx)
+    }
+
+    /// Runs a read of the hot path: every row.
+    async fn read_all(&self, q: &sql::Query) -> Result<Vec<sql::Row>, StoreError> {
+        let mut rows = Vec::new();
+        self.read_while(q, |row| {
+            rows.push(row);
+            Ok(true)
+        })
+        .await?;
+        Ok(rows)
     }
 }
 
@@ -292,7 +445,7 @@ fn classify(err: sqlx::Error) -> StoreError {
                 // too long) and program limits (54000: index row too big);
                 // SQLite's SQLITE_TOOBIG.
                 c if c.starts_with("22") || c.starts_with("54") || c == "18" => {
-                    StoreError::Refused(err)
+                    StoreError::Refused(Box::new(err))
                 }
                 // Connection trouble, shutdown, too many connections,
                 // read-only replica (a failover in progress); SQLite I/O,
@@ -303,15 +456,15 @@ fn classify(err: sqlx::Error) -> StoreError {
                     || c == "25006"
                     || matches!(c, "10" | "13" | "14") =>
                 {
-                    StoreError::Unavailable(err)
+                    StoreError::Unavailable(Box::new(err))
                 }
-                _ => StoreError::Db(err),
+                _ => StoreError::Db(Box::new(err)),
             }
         }
         E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
-            StoreError::Unavailable(err)
+            StoreError::Unavailable(Box::new(err))
         }
-        E::Protocol(_) => StoreError::Unavailable(err),
-        _ => StoreError::Db(err),
+        E::Protocol(_) => StoreError::Unavailable(Box::new(err)),
+        _ => StoreError::Db(Box::new(err)),
     }
 }

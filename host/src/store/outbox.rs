@@ -1,8 +1,9 @@
 //! The outbox: messages produced by a committed transaction, delivered
 //! afterwards and retried until the chat adapter accepts them.
 
-use sqlx::Row;
+use sqlx::Row as _;
 
+use super::sql::{Conn, Row, query};
 use super::{Db, StoreError};
 
 /// Where a message goes.
@@ -118,15 +119,15 @@ pub struct PendingMessage {
 }
 
 pub(super) async fn insert(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut Conn<'_>,
     m: &OutMessage,
     now_ms: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     let (kind, target) = match &m.target {
         Target::Room(r) => ("room", r),
         Target::User(u) => ("user", u),
     };
-    sqlx::query(
+    query(
         "INSERT INTO outbox (created_ms, target_kind, target, reply_to, thread_root, body, \
          plugin, handle, edits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
@@ -155,7 +156,7 @@ impl Db {
         now_ms: i64,
         limit: i64,
     ) -> Result<Vec<PendingMessage>, StoreError> {
-        let rows = sqlx::query(
+        let q = query(
             "SELECT o.id, o.target_kind, o.target, o.reply_to, o.body, o.attempts, o.thread_root, \
              o.created_ms, o.plugin, o.handle, o.edits FROM outbox o WHERE o.delivered_ms IS NULL AND o.given_up_ms IS NULL \
              AND COALESCE(o.next_attempt_ms, 0) <= $1 \
@@ -165,10 +166,8 @@ impl Db {
              ORDER BY o.id LIMIT $2",
         )
         .bind(now_ms)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows.iter().map(pending_of).collect())
+        .bind(limit);
+        self.read_all(&q).await?.iter().map(pending_of).collect()
     }
 
     /// When the earliest waiting message is due again, if any waits.
@@ -190,15 +189,14 @@ impl Db {
         now_ms: i64,
         remote_id: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let q = query(
             "UPDATE outbox SET delivered_ms = $1, attempts = attempts + 1, remote_id = $2 \
              WHERE id = $3",
         )
         .bind(now_ms)
         .bind(remote_id)
-        .bind(id)
-        .execute(&self.write)
-        .await?;
+        .bind(id);
+        self.writer.execute(q).await?;
         Ok(())
     }
 
@@ -249,6 +247,7 @@ impl Db {
         .bind(id)
         .execute(&self.write)
         .await?;
+        self.retry_later(super::Work::Messages);
         Ok(())
     }
 }
@@ -261,25 +260,25 @@ fn target_of(kind: String, target: String) -> Target {
     }
 }
 
-fn pending_of(r: &sqlx::any::AnyRow) -> PendingMessage {
-    let edits: Option<String> = r.get(10);
-    PendingMessage {
-        id: r.get(0),
+fn pending_of(r: &Row) -> Result<PendingMessage, StoreError> {
+    let edits: Option<String> = r.get(10)?;
+    Ok(PendingMessage {
+        id: r.get(0)?,
         message: OutMessage {
-            target: target_of(r.get(1), r.get(2)),
-            reply_to: r.get(3),
-            body: r.get(4),
-            thread_root: r.get(6),
-            plugin: r.get(8),
-            handle: r.get(9),
+            target: target_of(r.get(1)?, r.get(2)?),
+            reply_to: r.get(3)?,
+            body: r.get(4)?,
+            thread_root: r.get(6)?,
+            plugin: r.get(8)?,
+            handle: r.get(9)?,
             edit: edits.map(|of| Edit {
                 of,
                 remote_id: None,
             }),
         },
-        attempts: r.get(5),
-        created_ms: r.get(7),
-    }
+        attempts: r.get(5)?,
+        created_ms: r.get(7)?,
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Db, StoreError, classify};
+use super::sql::{Conn, query};
+use super::{Db, StoreError};
 
 /// One schedule as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,36 +159,33 @@ impl Db {
 
 /// Applies a run's new state; a run someone else already moved on is a
 /// duplicate.
-pub(super) async fn apply_fired(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    f: &Fired,
-) -> Result<(), StoreError> {
+pub(super) async fn apply_fired(tx: &mut Conn<'_>, f: &Fired) -> Result<(), StoreError> {
     let done = match f.next_ms {
-        Some(next) => sqlx::query(
-            "UPDATE schedules SET next_fire_ms = $1, last_fire_ms = $2, last_outcome = $3, \
+        Some(next) => {
+            query(
+                "UPDATE schedules SET next_fire_ms = $1, last_fire_ms = $2, last_outcome = $3, \
              last_detail = $4 WHERE plugin = $5 AND id = $6 AND next_fire_ms = $7",
-        )
-        .bind(next)
-        .bind(f.last.due_ms)
-        .bind(&f.last.outcome)
-        .bind(&f.last.detail)
-        .bind(&f.plugin)
-        .bind(&f.id)
-        .bind(f.expected_next_ms)
-        .execute(&mut **tx)
-        .await
-        .map_err(classify)?,
+            )
+            .bind(next)
+            .bind(f.last.due_ms)
+            .bind(&f.last.outcome)
+            .bind(&f.last.detail)
+            .bind(&f.plugin)
+            .bind(&f.id)
+            .bind(f.expected_next_ms)
+            .execute(tx)
+            .await?
+        }
         None => {
-            sqlx::query("DELETE FROM schedules WHERE plugin = $1 AND id = $2 AND next_fire_ms = $3")
+            query("DELETE FROM schedules WHERE plugin = $1 AND id = $2 AND next_fire_ms = $3")
                 .bind(&f.plugin)
                 .bind(&f.id)
                 .bind(f.expected_next_ms)
-                .execute(&mut **tx)
-                .await
-                .map_err(classify)?
+                .execute(tx)
+                .await?
         }
     };
-    if done.rows_affected() == 0 {
+    if done == 0 {
         return Err(StoreError::Duplicate(format!(
             "schedule {}/{} due at {}",
             f.plugin, f.id, f.expected_next_ms
@@ -198,13 +196,13 @@ pub(super) async fn apply_fired(
 
 /// Applies a plugin's schedule changes, in order.
 pub(super) async fn apply_changes(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut Conn<'_>,
     changes: &[ScheduleChange],
     now_ms: i64,
 ) -> Result<(), StoreError> {
     for change in changes {
         match change {
-            ScheduleChange::Put(s) => sqlx::query(
+            ScheduleChange::Put(s) => query(
                 "INSERT INTO schedules (plugin, id, cron, zone, at_ms, payload, declared, \
                  next_fire_ms, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (plugin, id) DO UPDATE SET cron = excluded.cron, \
@@ -221,14 +219,13 @@ pub(super) async fn apply_changes(
             .bind(s.next_fire_ms)
             .bind(now_ms),
             ScheduleChange::Remove { plugin, id } => {
-                sqlx::query("DELETE FROM schedules WHERE plugin = $1 AND id = $2")
+                query("DELETE FROM schedules WHERE plugin = $1 AND id = $2")
                     .bind(plugin)
                     .bind(id)
             }
         }
-        .execute(&mut **tx)
-        .await
-        .map_err(classify)?;
+        .execute(tx)
+        .await?;
     }
     Ok(())
 }

@@ -1,0 +1,267 @@
+//! Group commit: one writer per database commits the writes that arrive
+//! together in one transaction.
+//!
+//! A commit costs its statements plus the transaction around them, and
+//! with one write connection every commit waits for the one before it.
+//! So writes queue here, and the writer takes all that are waiting (up to
+//! [`MAX_BATCH`]) into one transaction: each caller is still answered only
+//! once the transaction holding its write is durable, and nobody waits for
+//! a batch that was already under way when it arrived. On SQLite the
+//! writer is a thread of its own that calls SQLite directly (`sql`); on
+//! PostgreSQL it is a task with one connection at a time from the pool.
+//!
+//! A write that fails on its own (a replayed message, stale reads, data
+//! the database refuses, a full namespace) must not take the others with
+//! it: the transaction is rolled back, that caller gets its error, and the
+//! rest are applied again without it. Errors are rare, so the common path
+//! pays nothing for this. A failure of the transaction itself (its start,
+//! its commit, the connection) is every caller's.
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+
+use super::sql::{Conn, Query};
+use super::{Commit, StoreError, commit, kv};
+
+/// The most writes one transaction carries; bounds how long the first of
+/// a batch waits for the others' statements.
+const MAX_BATCH: usize = 64;
+
+/// One write.
+#[derive(Debug)]
+pub(super) enum Write {
+    /// A command's (or run's, or delivery's) whole commit.
+    Commit(Arc<Commit>),
+    /// One statement (marking a message delivered, say).
+    Statement(Query),
+}
+
+struct Job {
+    write: Write,
+    /// Rows changed by a statement; 0 for a commit.
+    done: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// The queue in front of the writer; cheap to clone.
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    queue: mpsc::UnboundedSender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("write", &self.write).finish()
+    }
+}
+
+impl Writer {
+    /// Starts the SQLite writer on a thread of its own, with its own
+    /// connection to the file at `path`. It ends when every handle to the
+    /// queue is gone.
+    pub(super) fn sqlite(path: &std::path::Path, usage: kv::Usage) -> Result<Self, StoreError> {
+        let mut conn = super::sql::open(path)?;
+        let (queue, mut jobs) = mpsc::unbounded_channel::<Job>();
+        std::thread::Builder::new()
+            .name("ikkyu-sqlite-writer".into())
+            .spawn(move || {
+                let mut batch = Vec::with_capacity(MAX_BATCH);
+                while jobs.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+                    let batch = std::mem::take(&mut batch);
+                    // Every statement runs inside the first poll.
+                    let done = commit_batch(Via::Lite(&mut conn), batch, &usage).now_or_never();
+                    debug_assert!(done.is_some(), "an SQLite write never waits");
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
+        Ok(Self { queue })
+    }
+
+    /// Starts the PostgreSQL writer as a task on the current runtime. It
+    /// ends when every handle to the queue is gone.
+    pub(super) fn postgres(pool: sqlx::AnyPool, usage: kv::Usage) -> Self {
+        let (queue, mut jobs) = mpsc::unbounded_channel::<Job>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let batch = std::mem::take(&mut batch);
+                commit_batch(Via::Any(&pool), batch, &usage).await;
+            }
+        });
+        Self { queue }
+    }
+
+    /// Commits `c` with whatever else is waiting; resolves when it is
+    /// durable or failed.
+    pub(super) async fn commit(&self, c: Arc<Commit>) -> Result<(), StoreError> {
+        self.write(Write::Commit(c)).await.map(|_| ())
+    }
+
+    /// Runs one writing statement with whatever else is waiting: the rows
+    /// it changed.
+    pub(super) async fn execute(&self, q: Query) -> Result<u64, StoreError> {
+        self.write(Write::Statement(q)).await
+    }
+
+    async fn write(&self, write: Write) -> Result<u64, StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.queue
+            .send(Job { write, done })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// The writer went away (its runtime is shutting down): nothing of this
+/// write was done, and trying again later is right.
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the database writer has stopped".into())
+}
+
+/// Why a batch did not commit.
+enum Failure {
+    /// The `usize`th write's own statements failed.
+    One(usize, StoreError),
+    /// Starting or committing the transaction failed.
+    All(StoreError),
+}
+
+/// The connection a writer commits through.
+enum Via<'a> {
+    /// The SQLite writer's own.
+    Lite(&'a mut rusqlite::Connection),
+    /// One from the PostgreSQL pool per transaction.
+    Any(&'a sqlx::AnyPool),
+}
+
+/// Commits `batch` through `via` (one transaction each try), answering
+/// every job. A job whose own statements fail is answered with that error
+/// and the rest are tried again without it.
+async fn commit_batch(mut via: Via<'_>, mut batch: Vec<Job>, usage: &kv::Usage) {
+    while !batch.is_empty() {
+        let attempt = match &mut via {
+            Via::Lite(conn) => lite_batch(conn, &batch, usage).await,
+            Via::Any(pool) => any_batch(pool, &batch, usage).await,
+        };
+        match attempt {
+            Ok(changed) => {
+                for (job, n) in batch.into_iter().zip(changed) {
+                    let _ = job.done.send(Ok(n));
+                }
+                return;
+            }
+            Err(Failure::One(i, e)) if batch.len() > 1 && i < batch.len() => {
+                let job = batch.remove(i);
+                let _ = job.done.send(Err(e));
+            }
+            Err(Failure::One(_, e) | Failure::All(e)) => {
+                for job in batch {
+                    let _ = job.done.send(Err(copy(&e)));
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Applies every write of `batch` inside the open transaction on `conn`.
+async fn apply_all(
+    conn: &mut Conn<'_>,
+    batch: &[Job],
+    usage: &kv::Usage,
+) -> Result<Vec<u64>, Failure> {
+    let mut changed = Vec::with_capacity(batch.len());
+    for (i, job) in batch.iter().enumerate() {
+        let result = match &job.write {
+            Write::Commit(c) => commit::apply(conn, c, usage).await.map(|()| 0),
+            Write::Statement(q) => q.execute(conn).await,
+        };
+        match result {
+            Ok(n) => changed.push(n),
+            Err(e) if e.is_unavailable() => return Err(Failure::All(e)),
+            Err(e) => return Err(Failure::One(i, e)),
+        }
+    }
+    Ok(changed)
+}
+
+/// One try of a batch on SQLite. `BEGIN IMMEDIATE` takes the write lock
+/// first, so another connection's write makes this wait (busy timeout)
+/// rather than fail halfway.
+async fn lite_batch(
+    conn: &mut rusqlite::Connection,
+    batch: &[Job],
+    usage: &kv::Usage,
+) -> Result<Vec<u64>, Failure> {
+    let control = |conn: &mut rusqlite::Connection, sql: &str| {
+        conn.execute_batch(sql).map_err(super::sql::classify)
+    };
+    control(conn, "BEGIN IMMEDIATE").map_err(Failure::All)?;
+    let applied = apply_all(&mut Conn::Lite(conn), batch, usage).await;
+    let ended = match &applied {
+        Ok(_) => control(conn, "COMMIT").map_err(Failure::All),
+        Err(_) => Ok(()),
+    };
+    if applied.is_err() || ended.is_err() {
+        // Nothing of the batch stays; a failed COMMIT can leave it open.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    ended?;
+    applied
+}
+
+/// One try of a batch on PostgreSQL, serializable like every write.
+async fn any_batch(
+    pool: &sqlx::AnyPool,
+    batch: &[Job],
+    usage: &kv::Usage,
+) -> Result<Vec<u64>, Failure> {
+    let mut tx = begin(pool, super::Backend::Postgres)
+        .await
+        .map_err(Failure::All)?;
+    // Dropping the transaction on an error rolls it back.
+    let changed = apply_all(&mut Conn::Any(&mut tx), batch, usage).await?;
+    tx.commit()
+        .await
+        .map_err(|e| Failure::All(super::classify(e)))?;
+    Ok(changed)
+}
+
+/// Starts a write transaction through sqlx, serializable on both backends.
+pub(super) async fn begin(
+    write: &sqlx::AnyPool,
+    backend: super::Backend,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    // One round trip: the isolation level comes with the BEGIN.
+    Ok(match backend {
+        super::Backend::Postgres => {
+            write
+                .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                .await?
+        }
+        super::Backend::Sqlite => write.begin().await?,
+    })
+}
+
+/// Each caller gets its own copy of a shared failure: a database error
+/// cannot be cloned, so a copy keeps its kind and its text.
+fn copy(e: &StoreError) -> StoreError {
+    let text = || -> super::Cause { e.to_string().into() };
+    match e {
+        StoreError::Duplicate(id) => StoreError::Duplicate(id.clone()),
+        StoreError::Conflict => StoreError::Conflict,
+        StoreError::Refused(_) => StoreError::Refused(text()),
+        StoreError::Unavailable(_) => StoreError::Unavailable(text()),
+        StoreError::Full {
+            plugin,
+            used,
+            quota,
+        } => StoreError::Full {
+            plugin: plugin.clone(),
+            used: *used,
+            quota: *quota,
+        },
+        StoreError::Db(_) | StoreError::Migrate(_) => StoreError::Db(text()),
+    }
+}
