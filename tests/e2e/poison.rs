@@ -253,3 +253,74 @@ on_both!(
     a_refused_commit_keeps_its_record_on_sqlite,
     a_refused_commit_keeps_its_record_on_postgres
 );
+
+/// Commits that arrive together share a transaction, not a fate: sixty at
+/// once, ten of them replays of messages already handled and three with a
+/// target PostgreSQL cannot store. The replays alone are refused, the
+/// poison ones alone shrink to their record, and every other commits once.
+async fn commits_that_arrive_together_fail_alone(db_url: &str, data: &Path) -> anyhow::Result<()> {
+    let (bot, _sink) = start_bot(db_url, data, "").await?;
+    let record = |i: usize, command: &str| AuditRecord {
+        at_ms: 1,
+        kind: "command",
+        actor: format!("@u{i}:local"),
+        room: Some("!console:local".into()),
+        command: command.into(),
+        plugin: None,
+        plugin_version: None,
+        decision: Decision::NotChecked,
+        outcome: Outcome::Ok,
+        detail: None,
+        duration_us: 0,
+    };
+    for i in 0..10 {
+        let first = Commit::only_audit(Some(format!("$m{i}")), record(i, "first"), vec![]);
+        bot.db.commit(&first).await?;
+    }
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let room = if i % 20 == 7 {
+            "!bad\0room:local"
+        } else {
+            "!ok:local"
+        };
+        let reply = OutMessage::to(Target::Room(room.into()), format!("reply {i}"));
+        let commit = Commit::only_audit(Some(format!("$m{i}")), record(i, "second"), vec![reply]);
+        let db = bot.db.clone();
+        all.spawn(async move { (i, db.commit(&commit).await) });
+    }
+    while let Some(done) = all.join_next().await {
+        let (i, result) = done?;
+        if i < 10 {
+            assert!(
+                matches!(result, Err(ikkyu::store::StoreError::Duplicate(_))),
+                "#{i} was handled before: {result:?}"
+            );
+        } else {
+            assert!(result.is_ok(), "#{i} commits: {result:?}");
+        }
+    }
+    let rows = bot.db.audit_recent(500).await?;
+    let mut second: Vec<String> = rows
+        .iter()
+        .filter(|r| r.command == "second")
+        .map(|r| r.actor.clone())
+        .collect();
+    second.sort();
+    let committed = second.len();
+    second.dedup();
+    assert_eq!(
+        (committed, second.len()),
+        (50, 50),
+        "each new message once: {second:?}"
+    );
+    assert_eq!(rows.iter().filter(|r| r.command == "first").count(), 10);
+    bot.shutdown().await;
+    Ok(())
+}
+
+on_both!(
+    commits_that_arrive_together_fail_alone,
+    commits_that_arrive_together_fail_alone_on_sqlite,
+    commits_that_arrive_together_fail_alone_on_postgres
+);
