@@ -196,7 +196,7 @@ impl Db {
         .bind(now_ms)
         .bind(remote_id)
         .bind(id);
-        self.writer.execute(q).await?;
+        self.writer.mark(q).await?;
         Ok(())
     }
 

@@ -7,8 +7,9 @@
 //! [`MAX_BATCH`]) into one transaction: each caller is still answered only
 //! once the transaction holding its write is durable, and nobody waits for
 //! a batch that was already under way when it arrived. On SQLite the
-//! writer is a thread of its own that calls SQLite directly (`sql`); on
-//! PostgreSQL it is a task with one connection at a time from the pool.
+//! writer is whichever caller finds the connection free, calling SQLite
+//! directly (`sql`); on PostgreSQL it is a task with one connection at a
+//! time from the pool.
 //!
 //! A write that fails on its own (a replayed message, stale reads, data
 //! the database refuses, a full namespace) must not take the others with
@@ -17,7 +18,7 @@
 //! pays nothing for this. A failure of the transaction itself (its start,
 //! its commit, the connection) is every caller's.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
@@ -34,8 +35,8 @@ const MAX_BATCH: usize = 64;
 pub(super) enum Write {
     /// A command's (or run's, or delivery's) whole commit.
     Commit(Arc<Commit>),
-    /// One statement (marking a message delivered, say).
-    Statement(Query),
+    /// One statement whose loss in a crash is harmless ([`Writer::mark`]).
+    Mark(Query),
 }
 
 struct Job {
@@ -46,8 +47,61 @@ struct Job {
 
 /// The queue in front of the writer; cheap to clone.
 #[derive(Debug, Clone)]
-pub(super) struct Writer {
-    queue: mpsc::UnboundedSender<Job>,
+pub(super) struct Writer(Arc<Queue>);
+
+#[derive(Debug)]
+enum Queue {
+    /// SQLite: whoever finds the connection free commits everything
+    /// waiting, on its own thread (see [`Lite::drain`]).
+    Lite(Lite),
+    /// PostgreSQL: a task takes what is waiting.
+    Any(mpsc::UnboundedSender<Job>),
+}
+
+/// The SQLite writer: no thread of its own. A commit of ours takes tens of
+/// microseconds, less than waking another thread and being woken back, so
+/// the caller that finds the connection free commits what is waiting
+/// (its own write and any that queued meanwhile) and answers the others.
+#[derive(Debug)]
+struct Lite {
+    waiting: Mutex<Vec<Job>>,
+    conn: Mutex<rusqlite::Connection>,
+    usage: kv::Usage,
+}
+
+impl Lite {
+    /// Commits every waiting write unless another caller holds the
+    /// connection, in which case that caller commits them. After letting
+    /// the connection go, a caller looks once more, so a write queued
+    /// while it committed is never left behind.
+    fn drain(&self) {
+        loop {
+            let Ok(mut conn) = self.conn.try_lock() else {
+                return;
+            };
+            loop {
+                let batch: Vec<Job> = {
+                    let mut waiting = lock(&self.waiting);
+                    let n = waiting.len().min(MAX_BATCH);
+                    waiting.drain(..n).collect()
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                // Every statement runs inside the first poll.
+                let done = commit_batch(Via::Lite(&mut conn), batch, &self.usage).now_or_never();
+                debug_assert!(done.is_some(), "an SQLite write never waits");
+            }
+            drop(conn);
+            if lock(&self.waiting).is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for Job {
@@ -57,25 +111,13 @@ impl std::fmt::Debug for Job {
 }
 
 impl Writer {
-    /// Starts the SQLite writer on a thread of its own, with its own
-    /// connection to the file at `path`. It ends when every handle to the
-    /// queue is gone.
+    /// The SQLite writer, with its own connection to the file at `path`.
     pub(super) fn sqlite(path: &std::path::Path, usage: kv::Usage) -> Result<Self, StoreError> {
-        let mut conn = super::sql::open(path)?;
-        let (queue, mut jobs) = mpsc::unbounded_channel::<Job>();
-        std::thread::Builder::new()
-            .name("ikkyu-sqlite-writer".into())
-            .spawn(move || {
-                let mut batch = Vec::with_capacity(MAX_BATCH);
-                while jobs.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
-                    let batch = std::mem::take(&mut batch);
-                    // Every statement runs inside the first poll.
-                    let done = commit_batch(Via::Lite(&mut conn), batch, &usage).now_or_never();
-                    debug_assert!(done.is_some(), "an SQLite write never waits");
-                }
-            })
-            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        Ok(Self { queue })
+        Ok(Self(Arc::new(Queue::Lite(Lite {
+            waiting: Mutex::new(Vec::new()),
+            conn: Mutex::new(super::sql::open(path)?),
+            usage,
+        }))))
     }
 
     /// Starts the PostgreSQL writer as a task on the current runtime. It
@@ -89,7 +131,7 @@ impl Writer {
                 commit_batch(Via::Any(&pool), batch, &usage).await;
             }
         });
-        Self { queue }
+        Self(Arc::new(Queue::Any(queue)))
     }
 
     /// Commits `c` with whatever else is waiting; resolves when it is
@@ -98,17 +140,25 @@ impl Writer {
         self.write(Write::Commit(c)).await.map(|_| ())
     }
 
-    /// Runs one writing statement with whatever else is waiting: the rows
-    /// it changed.
-    pub(super) async fn execute(&self, q: Query) -> Result<u64, StoreError> {
-        self.write(Write::Statement(q)).await
+    /// Records, with whatever else is waiting, something a crash may
+    /// lose without harm because its work is redone (a message marked
+    /// delivered is delivered again under the same key, which the chat
+    /// network drops): the rows it changed. A batch of only these is not
+    /// flushed to disk before it is answered on PostgreSQL.
+    pub(super) async fn mark(&self, q: Query) -> Result<u64, StoreError> {
+        self.write(Write::Mark(q)).await
     }
 
     async fn write(&self, write: Write) -> Result<u64, StoreError> {
         let (done, answer) = oneshot::channel();
-        self.queue
-            .send(Job { write, done })
-            .map_err(|_| stopped())?;
+        let job = Job { write, done };
+        match self.0.as_ref() {
+            Queue::Lite(lite) => {
+                lock(&lite.waiting).push(job);
+                lite.drain();
+            }
+            Queue::Any(queue) => queue.send(job).map_err(|_| stopped())?,
+        }
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -175,7 +225,7 @@ async fn apply_all(
     for (i, job) in batch.iter().enumerate() {
         let result = match &job.write {
             Write::Commit(c) => commit::apply(conn, c, usage).await.map(|()| 0),
-            Write::Statement(q) => q.execute(conn).await,
+            Write::Mark(q) => q.execute(conn).await,
         };
         match result {
             Ok(n) => changed.push(n),
@@ -195,17 +245,19 @@ async fn lite_batch(
     usage: &kv::Usage,
 ) -> Result<Vec<u64>, Failure> {
     let control = |conn: &mut rusqlite::Connection, sql: &str| {
-        conn.execute_batch(sql).map_err(super::sql::classify)
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.raw_execute())
+            .map_err(super::sql::classify)
     };
     control(conn, "BEGIN IMMEDIATE").map_err(Failure::All)?;
     let applied = apply_all(&mut Conn::Lite(conn), batch, usage).await;
     let ended = match &applied {
-        Ok(_) => control(conn, "COMMIT").map_err(Failure::All),
+        Ok(_) => control(conn, "COMMIT").map(|_| ()).map_err(Failure::All),
         Err(_) => Ok(()),
     };
     if applied.is_err() || ended.is_err() {
         // Nothing of the batch stays; a failed COMMIT can leave it open.
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = control(conn, "ROLLBACK");
     }
     ended?;
     applied
@@ -220,6 +272,12 @@ async fn any_batch(
     let mut tx = begin(pool, super::Backend::Postgres)
         .await
         .map_err(Failure::All)?;
+    if batch.iter().all(|job| matches!(job.write, Write::Mark(_))) {
+        use sqlx::Executor;
+        tx.execute("SET LOCAL synchronous_commit TO OFF")
+            .await
+            .map_err(|e| Failure::All(super::classify(e)))?;
+    }
     // Dropping the transaction on an error rolls it back.
     let changed = apply_all(&mut Conn::Any(&mut tx), batch, usage).await?;
     tx.commit()
