@@ -447,7 +447,7 @@ impl Bot {
         };
         let mut progressed = false;
         loop {
-            let heads = self.db.outbox_heads(self.clock.now_ms(), BATCH).await?;
+            let heads = self.db.outbox_heads(self.clock.now_ms()).await?;
             if heads.is_empty() {
                 self.db.none_due(Work::Messages, seen);
                 return Ok(progressed);

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use ikkyu::chat::console::{Console, RecordingSink};
 use ikkyu::chat::{BoxFuture, ChatError, ChatSink, Incoming};
 use ikkyu::clock::{ManualClock, SharedClock};
-use ikkyu::store::{AuditRecord, Commit, Decision, OutMessage, Outcome, Target};
+use ikkyu::store::{Commit, OutMessage, Target};
 use ikkyu_e2e::{start_bot_at, start_bot_into};
 
 const START: i64 = 1_795_000_000_000;
@@ -70,19 +70,7 @@ async fn an_unreachable_target_holds_up_no_other(db_url: &str, data: &Path) -> a
     // A direct message to a user whose server is down, as a plugin or an
     // admin notice would queue it, and a command in a room that cannot be
     // reached.
-    let audit = AuditRecord {
-        at_ms: START,
-        kind: "command",
-        actor: "@root:local".into(),
-        room: None,
-        command: "dm".into(),
-        plugin: None,
-        plugin_version: None,
-        decision: Decision::NotChecked,
-        outcome: Outcome::Ok,
-        detail: None,
-        duration_us: 0,
-    };
+    let audit = ikkyu_e2e::command_record("@root:local", "dm", START);
     let dm = OutMessage::host_notice(&["@x:dead.example".to_owned()], "hello");
     bot.db.commit(&Commit::only_audit(None, audit, dm)).await?;
     let in_dead_room = Incoming {

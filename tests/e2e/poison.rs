@@ -9,8 +9,8 @@ use ikkyu::bot::Bot;
 use ikkyu::chat::Incoming;
 use ikkyu::chat::console::{Console, RecordingSink};
 use ikkyu::dispatch::Handled;
-use ikkyu::store::{AuditRecord, Commit, Decision, OutMessage, Outcome, Target};
-use ikkyu_e2e::start_bot;
+use ikkyu::store::{AuditRecord, Commit, OutMessage, Target};
+use ikkyu_e2e::{command_record, start_bot};
 
 /// Sends `body` as `user` and returns the one reply.
 async fn say(bot: &Bot, sink: &RecordingSink, console: &Console, user: &str, body: &str) -> String {
@@ -206,17 +206,9 @@ async fn odd_ids_are_refused_and_recorded(db_url: &str, data: &Path) -> anyhow::
 async fn a_refused_commit_keeps_its_record(db_url: &str, data: &Path) -> anyhow::Result<()> {
     let (bot, _sink) = start_bot(db_url, data, "").await?;
     let audit = AuditRecord {
-        at_ms: 1,
-        kind: "command",
-        actor: "@bob:local".into(),
         room: Some("!console:local".into()),
-        command: "points \0 give".into(),
-        plugin: None,
-        plugin_version: None,
-        decision: Decision::NotChecked,
-        outcome: Outcome::Ok,
         detail: Some("detail with \0 inside".into()),
-        duration_us: 0,
+        ..command_record("@bob:local", "points \0 give", 1)
     };
     let poison = OutMessage::to(Target::Room("!bad\0room:local".into()), "hi".into());
     let commit = Commit::only_audit(Some("$poison".into()), audit, vec![poison]);
@@ -261,17 +253,8 @@ on_both!(
 async fn commits_that_arrive_together_fail_alone(db_url: &str, data: &Path) -> anyhow::Result<()> {
     let (bot, _sink) = start_bot(db_url, data, "").await?;
     let record = |i: usize, command: &str| AuditRecord {
-        at_ms: 1,
-        kind: "command",
-        actor: format!("@u{i}:local"),
         room: Some("!console:local".into()),
-        command: command.into(),
-        plugin: None,
-        plugin_version: None,
-        decision: Decision::NotChecked,
-        outcome: Outcome::Ok,
-        detail: None,
-        duration_us: 0,
+        ..command_record(&format!("@u{i}:local"), command, 1)
     };
     for i in 0..10 {
         let first = Commit::only_audit(Some(format!("$m{i}")), record(i, "first"), vec![]);

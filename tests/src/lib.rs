@@ -275,3 +275,21 @@ pub async fn memory_test() -> tokio::sync::MutexGuard<'static, ()> {
 pub fn scripts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts")
 }
+
+/// The audit record of a command by `actor` at `at_ms`, as a test writes
+/// straight to the store.
+pub fn command_record(actor: &str, command: &str, at_ms: i64) -> ikkyu::store::AuditRecord {
+    ikkyu::store::AuditRecord {
+        at_ms,
+        kind: "command",
+        actor: actor.into(),
+        room: None,
+        command: command.into(),
+        plugin: None,
+        plugin_version: None,
+        decision: ikkyu::store::Decision::NotChecked,
+        outcome: ikkyu::store::Outcome::Ok,
+        detail: None,
+        duration_us: 0,
+    }
+}

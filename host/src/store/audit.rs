@@ -132,23 +132,25 @@ fn fit(s: &str, max: usize) -> String {
     storable(s, max).into_owned()
 }
 
+/// One audit record.
+pub(super) const INSERT: &str = "INSERT INTO audit_log (at_ms, kind, actor, room, command, plugin, plugin_version, \
+         decision, outcome, detail, duration_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
 pub(super) async fn insert(tx: &mut Conn<'_>, r: &AuditRecord) -> Result<(), StoreError> {
-    query(
-        "INSERT INTO audit_log (at_ms, kind, actor, room, command, plugin, plugin_version, \
-         decision, outcome, detail, duration_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(r.at_ms)
-    .bind(r.kind)
-    .bind(fit(&r.actor, MAX_ID))
-    .bind(r.room.as_deref().map(|v| fit(v, MAX_ID)))
-    .bind(fit(&r.command, MAX_AUDIT_FIELD))
-    .bind(r.plugin.as_deref().map(|v| fit(v, MAX_ID)))
-    .bind(r.plugin_version.as_deref().map(|v| fit(v, MAX_ID)))
-    .bind(r.decision.as_str())
-    .bind(r.outcome.as_str())
-    .bind(r.detail.as_deref().map(|v| fit(v, MAX_AUDIT_FIELD)))
-    .bind(r.duration_us)
-    .execute(tx).await?;
+    query(INSERT)
+        .bind(r.at_ms)
+        .bind(r.kind)
+        .bind(fit(&r.actor, MAX_ID))
+        .bind(r.room.as_deref().map(|v| fit(v, MAX_ID)))
+        .bind(fit(&r.command, MAX_AUDIT_FIELD))
+        .bind(r.plugin.as_deref().map(|v| fit(v, MAX_ID)))
+        .bind(r.plugin_version.as_deref().map(|v| fit(v, MAX_ID)))
+        .bind(r.decision.as_str())
+        .bind(r.outcome.as_str())
+        .bind(r.detail.as_deref().map(|v| fit(v, MAX_AUDIT_FIELD)))
+        .bind(r.duration_us)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 

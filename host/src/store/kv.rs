@@ -122,23 +122,21 @@ impl Db {
 /// larger collections under several prefixes.
 pub const MAX_SCAN_ROWS: usize = 10_000;
 
+/// A scan of the keys from `$2` up to (not including) `$3`. Its limit is
+/// written in (one more than [`MAX_SCAN_ROWS`], to tell a scan that is too
+/// large): SQLite prepares a statement again every time a parameter its
+/// plan looked at is bound, and it looks at `LIMIT`'s.
+pub(super) const SCAN_PREFIX: &str = "SELECT key, value, version FROM plugin_kv \
+     WHERE plugin = $1 AND key >= $2 AND key < $3 ORDER BY key LIMIT 10001";
+
 /// The scan query, shared by reads during a call and validation at commit.
 fn scan_query(ns: &str, prefix: &str) -> Query {
-    let limit = i64::try_from(MAX_SCAN_ROWS + 1).unwrap_or(i64::MAX);
     match prefix_end(prefix) {
-        Some(end) => query(
-            "SELECT key, value, version FROM plugin_kv \
-             WHERE plugin = $1 AND key >= $2 AND key < $3 ORDER BY key LIMIT $4",
-        )
-        .bind(ns)
-        .bind(prefix)
-        .bind(end)
-        .bind(limit),
+        Some(end) => query(SCAN_PREFIX).bind(ns).bind(prefix).bind(end),
         None => query(
-            "SELECT key, value, version FROM plugin_kv WHERE plugin = $1 ORDER BY key LIMIT $2",
+            "SELECT key, value, version FROM plugin_kv WHERE plugin = $1 ORDER BY key LIMIT 10001",
         )
-        .bind(ns)
-        .bind(limit),
+        .bind(ns),
     }
 }
 
@@ -319,6 +317,12 @@ async fn validate(tx: &mut Conn<'_>, changes: &KvChanges) -> Result<(), StoreErr
 #[cfg(test)]
 mod tests {
     use super::prefix_end;
+
+    #[test]
+    fn scans_stop_one_past_the_most_rows() {
+        let limit = format!("LIMIT {}", super::MAX_SCAN_ROWS + 1);
+        assert!(super::SCAN_PREFIX.ends_with(&limit));
+    }
 
     #[test]
     fn prefix_upper_bounds() {

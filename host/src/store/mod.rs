@@ -468,3 +468,86 @@ fn classify(err: sqlx::Error) -> StoreError {
         _ => StoreError::Db(Box::new(err)),
     }
 }
+
+#[cfg(test)]
+mod hot_path_tests {
+    use super::Db;
+
+    /// A fresh SQLite database in a folder that lives as long as the guard.
+    async fn sqlite() -> anyhow::Result<(tempfile::TempDir, Db)> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Db::open(&url).await?;
+        Ok((dir, db))
+    }
+
+    /// SQLite prepares a statement again whenever a parameter its query
+    /// plan looked at is bound anew, which costs more than running it. The
+    /// reads every command makes must be prepared once per connection.
+    #[tokio::test]
+    async fn hot_reads_are_prepared_once() -> anyhow::Result<()> {
+        let (_dir, db) = sqlite().await?;
+        for now in 0..20 {
+            db.outbox_heads(now).await?;
+            db.kv_scan("points", &format!("balance/{now}"), 1 << 20)
+                .await?;
+            db.kv_get("points", &format!("balance/{now}")).await?;
+        }
+        let lite = db.lite.as_ref().expect("an SQLite database");
+        let conn = lite.take()?;
+        for q in [
+            super::outbox::HEADS,
+            super::kv::SCAN_PREFIX,
+            "SELECT value, version FROM plugin_kv WHERE plugin = $1 AND key = $2",
+        ] {
+            let stmt = conn.prepare_cached(q)?;
+            let again = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(again, 0, "{q} was prepared again {again} times");
+        }
+        lite.give(conn);
+        Ok(())
+    }
+
+    /// The same for what every command writes.
+    #[tokio::test]
+    async fn hot_writes_are_prepared_once() -> anyhow::Result<()> {
+        use super::{AuditRecord, Commit, Decision, OutMessage, Outcome, Target};
+        let (_dir, db) = sqlite().await?;
+        for i in 0..20 {
+            let audit = AuditRecord {
+                at_ms: 1_000 + i,
+                kind: "command",
+                actor: format!("@u{i}:local"),
+                room: Some("!r:local".into()),
+                command: "points".into(),
+                plugin: Some("points".into()),
+                plugin_version: Some("1".into()),
+                decision: Decision::NotChecked,
+                outcome: Outcome::Ok,
+                detail: None,
+                duration_us: i,
+            };
+            let reply = OutMessage::to(Target::Room("!r:local".into()), format!("reply {i}"));
+            db.commit(&Commit::only_audit(
+                Some(format!("$m{i}")),
+                audit,
+                vec![reply],
+            ))
+            .await?;
+            for head in db.outbox_heads(2_000 + i).await? {
+                db.outbox_delivered(head.id, 2_000 + i, Some("$e")).await?;
+            }
+        }
+        for q in [
+            "INSERT INTO processed_messages (message_id, processed_ms) VALUES ($1, $2) \
+             ON CONFLICT (message_id) DO NOTHING",
+            super::outbox::INSERT,
+            super::outbox::DELIVERED,
+            super::audit::INSERT,
+        ] {
+            let again = db.writer.reprepared(q).unwrap_or_default();
+            assert_eq!(again, 0, "{q} was prepared again {again} times");
+        }
+        Ok(())
+    }
+}

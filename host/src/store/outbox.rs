@@ -118,6 +118,26 @@ pub struct PendingMessage {
     pub attempts: i64,
 }
 
+/// The head of every target's queue that is due at `$1`, oldest first.
+/// The limit (100) is written in: SQLite prepares a
+/// statement again every time a parameter its plan looked at is bound,
+/// and it looks at `LIMIT`'s.
+pub(super) const HEADS: &str = "SELECT o.id, o.target_kind, o.target, o.reply_to, o.body, o.attempts, o.thread_root, \
+             o.created_ms, o.plugin, o.handle, o.edits FROM outbox o WHERE o.delivered_ms IS NULL AND o.given_up_ms IS NULL \
+             AND COALESCE(o.next_attempt_ms, 0) <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.target_kind = o.target_kind \
+                 AND p.target = o.target AND p.delivered_ms IS NULL AND p.given_up_ms IS NULL \
+                 AND p.id < o.id) \
+             ORDER BY o.id LIMIT 100";
+
+/// One message into the outbox.
+pub(super) const INSERT: &str = "INSERT INTO outbox (created_ms, target_kind, target, reply_to, thread_root, body, \
+         plugin, handle, edits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// A message delivered, with the network's id for it.
+pub(super) const DELIVERED: &str = "UPDATE outbox SET delivered_ms = $1, attempts = attempts + 1, remote_id = $2 \
+             WHERE id = $3";
+
 pub(super) async fn insert(
     tx: &mut Conn<'_>,
     m: &OutMessage,
@@ -127,46 +147,29 @@ pub(super) async fn insert(
         Target::Room(r) => ("room", r),
         Target::User(u) => ("user", u),
     };
-    query(
-        "INSERT INTO outbox (created_ms, target_kind, target, reply_to, thread_root, body, \
-         plugin, handle, edits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(now_ms)
-    .bind(kind)
-    .bind(target)
-    .bind(&m.reply_to)
-    .bind(&m.thread_root)
-    // A body with NUL (a plugin's error text, say) is still delivered.
-    .bind(crate::text::storable(&m.body, usize::MAX).into_owned())
-    .bind(&m.plugin)
-    .bind(&m.handle)
-    .bind(m.edit.as_ref().map(|e| &e.of))
-    .execute(tx)
-    .await?;
+    query(INSERT)
+        .bind(now_ms)
+        .bind(kind)
+        .bind(target)
+        .bind(&m.reply_to)
+        .bind(&m.thread_root)
+        // A body with NUL (a plugin's error text, say) is still delivered.
+        .bind(crate::text::storable(&m.body, usize::MAX).into_owned())
+        .bind(&m.plugin)
+        .bind(&m.handle)
+        .bind(m.edit.as_ref().map(|e| &e.of))
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
 impl Db {
     /// The oldest undelivered message of each target whose next attempt is
-    /// due at `now_ms`, oldest first. Order is kept per target: a message
-    /// waits for the ones before it to the same room or user, never for
-    /// another target's.
-    pub async fn outbox_heads(
-        &self,
-        now_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<PendingMessage>, StoreError> {
-        let q = query(
-            "SELECT o.id, o.target_kind, o.target, o.reply_to, o.body, o.attempts, o.thread_root, \
-             o.created_ms, o.plugin, o.handle, o.edits FROM outbox o WHERE o.delivered_ms IS NULL AND o.given_up_ms IS NULL \
-             AND COALESCE(o.next_attempt_ms, 0) <= $1 \
-             AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.target_kind = o.target_kind \
-                 AND p.target = o.target AND p.delivered_ms IS NULL AND p.given_up_ms IS NULL \
-                 AND p.id < o.id) \
-             ORDER BY o.id LIMIT $2",
-        )
-        .bind(now_ms)
-        .bind(limit);
+    /// due at `now_ms`, oldest first, at most 100. Order is
+    /// kept per target: a message waits for the ones before it to the same
+    /// room or user, never for another target's.
+    pub async fn outbox_heads(&self, now_ms: i64) -> Result<Vec<PendingMessage>, StoreError> {
+        let q = query(HEADS).bind(now_ms);
         self.read_all(&q).await?.iter().map(pending_of).collect()
     }
 
@@ -189,13 +192,7 @@ impl Db {
         now_ms: i64,
         remote_id: Option<&str>,
     ) -> Result<(), StoreError> {
-        let q = query(
-            "UPDATE outbox SET delivered_ms = $1, attempts = attempts + 1, remote_id = $2 \
-             WHERE id = $3",
-        )
-        .bind(now_ms)
-        .bind(remote_id)
-        .bind(id);
+        let q = query(DELIVERED).bind(now_ms).bind(remote_id).bind(id);
         self.writer.mark(q).await?;
         Ok(())
     }

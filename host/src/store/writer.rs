@@ -149,6 +149,18 @@ impl Writer {
         self.write(Write::Mark(q)).await
     }
 
+    /// How many times the writer's connection prepared `sql` again (SQLite).
+    #[cfg(test)]
+    pub(super) fn reprepared(&self, sql: &str) -> Option<i32> {
+        match self.0.as_ref() {
+            Queue::Lite(lite) => lock(&lite.conn)
+                .prepare_cached(sql)
+                .ok()
+                .map(|stmt| stmt.get_status(rusqlite::StatementStatus::RePrepare)),
+            Queue::Any(_) => None,
+        }
+    }
+
     async fn write(&self, write: Write) -> Result<u64, StoreError> {
         let (done, answer) = oneshot::channel();
         let job = Job { write, done };
