@@ -5,8 +5,9 @@
 //! of microseconds, many times what SQLite takes to run one of ours, and
 //! every command runs several. So on SQLite the store's hot path (commits,
 //! kv reads, the outbox) calls SQLite directly: reads on the caller's
-//! thread from a few kept connections ([`Lite`]), commits on the writer's
-//! own thread. PostgreSQL is a network round trip whatever the client, so
+//! thread from a few kept connections ([`Lite`]), commits by whichever
+//! caller finds the write connection free (`writer`). PostgreSQL is a
+//! network round trip whatever the client, so
 //! it stays on sqlx. A query is written once, with `$n` parameters both
 //! accept, and its rows are read by column index with [`Row::get`].
 
