@@ -384,14 +384,7 @@ async fn sqlite_pool(url: &str, max: u32) -> Result<AnyPool, sqlx::Error> {
         .max_connections(max)
         .after_connect(|conn, _| {
             Box::pin(async move {
-                // WAL lets readers run while a writer commits; NORMAL sync is
-                // durable across process crashes (the case that matters for
-                // "never lose a command") and much faster than FULL.
-                conn.execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-                )
-                .await?;
+                conn.execute(sql::SETTINGS).await?;
                 Ok(())
             })
         })

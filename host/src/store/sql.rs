@@ -346,20 +346,22 @@ impl Lite {
     }
 }
 
-/// A connection to the SQLite file at `path`: WAL, so readers run while
-/// the writer commits; NORMAL sync, durable across process crashes (the
-/// case that matters for "never lose a command") and much faster than
-/// FULL; a busy timeout for the other connections' writes; and the file
-/// mapped into memory, because every commit of the writer empties the
+/// What every connection to the SQLite file is set to, through either
+/// client: WAL, so readers run while the writer commits; NORMAL sync,
+/// durable across process crashes (the case that matters for "never lose
+/// a command") and much faster than FULL; a busy timeout for the other
+/// connections' writes.
+pub(super) const SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
+
+/// A connection to the SQLite file at `path` with [`SETTINGS`], and the
+/// file mapped into memory, because every commit of the writer empties the
 /// readers' page caches and pages read again from the map are not copied.
 pub(super) fn open(path: &std::path::Path) -> Result<rusqlite::Connection, StoreError> {
     let conn = rusqlite::Connection::open(path).map_err(classify)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
-         PRAGMA mmap_size = 268435456;",
-    )
-    .map_err(classify)?;
+    conn.execute_batch(SETTINGS).map_err(classify)?;
+    conn.execute_batch("PRAGMA mmap_size = 268435456;")
+        .map_err(classify)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
