@@ -71,17 +71,36 @@ enum Command {
         /// A job number.
         id: Option<i64>,
     },
+    /// Compile the plugin on stdin into the cache: what the bot runs in a
+    /// child process for each plugin it has not compiled before.
+    #[command(name = "compile-plugin", hide = true)]
+    CompilePlugin {
+        /// The compiled plugins' folder.
+        #[arg(long)]
+        cache_dir: PathBuf,
+        /// The bot's `runtime.max_concurrent_calls`.
+        #[arg(long)]
+        slots: u32,
+        /// The bot's `runtime.memory_limit_mb`, in bytes.
+        #[arg(long)]
+        memory_bytes: usize,
+    },
 }
 
 /// Loads the config, or the defaults when the default file is absent.
+/// Plugins are compiled by a child process of this executable (see
+/// `runtime::compiler`).
 fn load_config(path: &Path, explicit: bool) -> anyhow::Result<Config> {
-    if !explicit && !path.exists() {
+    let mut config = if !explicit && !path.exists() {
         tracing::info!("no {path:?}; using the built-in defaults");
         let base = std::env::current_dir().context("reading the current directory")?;
-        return Ok(Config::parse("", path, &base)?);
-    }
-    let path = std::path::absolute(path).with_context(|| format!("resolving {path:?}"))?;
-    Ok(Config::load(&path)?)
+        Config::parse("", path, &base)?
+    } else {
+        let path = std::path::absolute(path).with_context(|| format!("resolving {path:?}"))?;
+        Config::load(&path)?
+    };
+    config.runtime.compiler = std::env::current_exe().ok();
+    Ok(config)
 }
 
 fn matrix_section(config: &Config) -> anyhow::Result<&crate::config::MatrixConfig> {
@@ -215,6 +234,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Wait until it has stopped, so no pass runs on a closed pool.
             let _ = schedules.await;
             bot.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CompilePlugin {
+            cache_dir,
+            slots,
+            memory_bytes,
+        } => {
+            crate::runtime::compiler::child_main(&cache_dir, slots, memory_bytes)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

@@ -143,6 +143,11 @@ pub struct RuntimeConfig {
     /// Folder for compiled plugins, so restarts need not compile them
     /// again; `""` turns the cache off.
     pub cache_dir: PathBuf,
+    /// The executable that compiles plugins in a child process (the
+    /// `ikkyu` binary itself, set by it, never by the file); none compiles
+    /// in-process, as library users and tests do.
+    #[serde(skip)]
+    pub compiler: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -155,6 +160,7 @@ impl Default for RuntimeConfig {
             quarantine_after: 5,
             watch: true,
             cache_dir: PathBuf::from("cache"),
+            compiler: None,
         }
     }
 }

@@ -48,6 +48,52 @@ async fn a_looping_plugin_does_not_block_other_commands() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The thread that makes running guests yield sleeps while none runs (so
+/// an idle bot costs no CPU); a loop started after a quiet spell must wake
+/// it, or the loop would hold its thread and never time out. The runtime
+/// is shut down without waiting, so a loop that was never stopped fails
+/// the test instead of hanging it.
+#[test]
+fn a_loop_after_a_quiet_spell_is_still_stopped() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        let data = tempfile::tempdir()?;
+        let (bot, sink) = start_bot(
+            &sqlite_url(data.path()),
+            data.path(),
+            "call_timeout = \"1s\"",
+        )
+        .await?;
+        let bot = Arc::new(bot);
+        let console = Console::new(1);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let started = Instant::now();
+        let spin = {
+            let (bot, msg) = (bot.clone(), console.message("@alice:local", "!spin", 0));
+            tokio::spawn(async move { bot.handle(&msg).await })
+        };
+        tokio::time::timeout(Duration::from_secs(10), spin)
+            .await
+            .map_err(|_| anyhow::anyhow!("the loop was never stopped"))???;
+        let took = started.elapsed();
+        assert!(
+            (Duration::from_secs(1)..Duration::from_secs(3)).contains(&took),
+            "stopped after {took:?}"
+        );
+        assert_eq!(
+            sink.take(),
+            vec!["`!spin` failed: the plugin timed out after 1s".to_owned()]
+        );
+        bot.shutdown().await;
+        anyhow::Ok(())
+    });
+    rt.shutdown_background();
+    result
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_gets_busy_replies_not_failures() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;

@@ -111,11 +111,18 @@ async fn a_dropped_in_file_reloads_and_a_broken_one_keeps_the_old_version() -> a
 
 /// A runtime with its compiled cache in `<data>/compiled`.
 async fn cached_runtime(data: &Path) -> anyhow::Result<Runtime> {
-    let config = Config::parse(
+    compiling_runtime(data, None).await
+}
+
+/// A runtime with its compiled cache in `<data>/compiled` that compiles
+/// in child processes of `compiler`, as the `ikkyu` binary does.
+async fn compiling_runtime(data: &Path, compiler: Option<&Path>) -> anyhow::Result<Runtime> {
+    let mut config = Config::parse(
         "[runtime]\ncache_dir = \"compiled\"\n",
         Path::new("test.toml"),
         data,
     )?;
+    config.runtime.compiler = compiler.map(Path::to_path_buf);
     let db = Db::open(&sqlite_url(data)).await?;
     Runtime::new(
         &config,
@@ -143,6 +150,51 @@ async fn compiled_plugins_come_from_the_cache() -> anyhow::Result<()> {
     assert_eq!(third, Source::Compiled);
     let (_, fourth) = runtime.compile(&wasm)?;
     assert_eq!(fourth, Source::Cache, "recompiling rewrote it privately");
+    Ok(())
+}
+
+/// The binary compiles plugins in a child process of itself (so the
+/// compiler's memory is given back and its crash is not the bot's); what
+/// the child wrote is then read from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_are_compiled_in_a_child_process() -> anyhow::Result<()> {
+    let wasm = std::fs::read(plugins_dir()?.join("points.wasm"))?;
+    let cwasm = |dir: &Path| -> anyhow::Result<usize> {
+        Ok(std::fs::read_dir(dir.join("compiled"))?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .count())
+    };
+
+    let data = tempfile::tempdir()?;
+    let binary = ikkyu_e2e::matrix::ikkyu_binary()?;
+    let runtime = compiling_runtime(data.path(), Some(binary)).await?;
+    let (_, first) = runtime.compile(&wasm)?;
+    assert_eq!(first, Source::Compiled);
+    assert_eq!(cwasm(data.path())?, 1, "the child wrote the cache file");
+    let (_, second) = runtime.compile(&wasm)?;
+    assert_eq!(second, Source::Cache);
+    // Not a module: the child's reason, and nothing cached.
+    let Err(e) = runtime.compile(b"\0asm not really") else {
+        anyhow::bail!("a broken module compiled");
+    };
+    assert!(e.to_string().starts_with("compiling it failed: "), "{e}");
+    assert_eq!(cwasm(data.path())?, 1);
+
+    // A child that fails is not followed by compiling in the bot: this
+    // "compiler" always fails, and so does the compile.
+    let data = tempfile::tempdir()?;
+    let runtime = compiling_runtime(data.path(), Some(Path::new("/bin/false"))).await?;
+    let Err(e) = runtime.compile(&wasm) else {
+        anyhow::bail!("compiled although the compiler process failed");
+    };
+    assert!(e.to_string().contains("compiler process ended"), "{e}");
+
+    // No compiler to start at all: the bot compiles it itself.
+    let runtime = compiling_runtime(data.path(), Some(Path::new("/nonexistent/ikkyu"))).await?;
+    let (_, fallback) = runtime.compile(&wasm)?;
+    assert_eq!(fallback, Source::Compiled);
+    assert_eq!(cwasm(data.path())?, 1);
     Ok(())
 }
 

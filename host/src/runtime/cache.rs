@@ -72,19 +72,37 @@ impl Cache {
             .join(format!("{hex}-{:016x}.cwasm", compat.finish()))
     }
 
-    /// The compiled component for `wasm`, from the cache when possible.
-    pub fn component(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(Component, Source)> {
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The compiled component for `wasm` if this host wrote it earlier.
+    pub fn cached(&self, engine: &Engine, wasm: &[u8]) -> Option<Component> {
         let path = self.path_for(engine, wasm);
-        if trusted(&path, self.uid)
-            && let Some(component) = load(engine, &path)
-        {
-            return Ok((component, Source::Cache));
+        if trusted(&path, self.uid) {
+            load(engine, &path)
+        } else {
+            None
         }
-        let component = Component::new(engine, wasm)?;
-        if let Err(e) = store(&component, &path) {
-            tracing::warn!("cannot cache the compiled plugin at {path:?}: {e:#}");
+    }
+
+    /// Compiles `wasm` here and writes it to the cache.
+    pub fn compile(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Component> {
+        let path = self.path_for(engine, wasm);
+        let compiled = Component::new(engine, wasm)?;
+        match store(&compiled, &path) {
+            // Run from the file just written, as after a restart: its code
+            // is mapped from disk and only the pages calls touch stay in
+            // memory, where the compiled copy holds all of it.
+            Ok(()) => {
+                if let Some(mapped) = load(engine, &path) {
+                    return Ok(mapped);
+                }
+            }
+            Err(e) => tracing::warn!("cannot cache the compiled plugin at {path:?}: {e:#}"),
         }
-        Ok((component, Source::Compiled))
+        Ok(compiled)
     }
 }
 

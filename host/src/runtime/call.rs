@@ -51,6 +51,7 @@ impl Runtime {
                 state: store.into_data(),
             };
         };
+        let _awake = self.ticker.awake();
         // A panic in a host function (a host bug some input reached) ends
         // this call as a crash, never the process: the backstop behind
         // checking input before the work.

@@ -2,6 +2,7 @@
 //! ticker that lets long-running guests yield.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -67,21 +68,82 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<CallState>> {
     Ok(linker)
 }
 
+/// Ticks of no guest running after which the ticker sleeps until a call
+/// starts: a bot waiting for chat costs no wake-ups, and under load
+/// calls starting one after another never have to wake it.
+const IDLE_TICKS: u32 = 100;
+
+/// The thread that advances the engine's epoch while guests run, and what
+/// calls use to tell it they do.
+#[derive(Debug)]
+pub struct Ticker {
+    running: Arc<AtomicUsize>,
+    thread: std::thread::Thread,
+}
+
+/// A running guest call: the ticker keeps ticking until every one is
+/// dropped.
+#[must_use = "the ticker may sleep as soon as this is dropped"]
+pub struct Awake<'t>(&'t Ticker);
+
+impl Ticker {
+    /// Marks a guest call as running, waking the ticker if it sleeps.
+    pub fn awake(&self) -> Awake<'_> {
+        if self.running.fetch_add(1, Ordering::AcqRel) == 0 {
+            // A thread that is not parked only has its token set: no
+            // system call unless the ticker really sleeps.
+            self.thread.unpark();
+        }
+        Awake(self)
+    }
+}
+
+impl Drop for Awake<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Ticker {
+    /// Lets a sleeping ticker see that the engine is gone and end.
+    fn drop(&mut self) {
+        self.thread.unpark();
+    }
+}
+
 /// Starts the thread that advances the engine's epoch. A plain thread, not
 /// a task: it must keep ticking even when every runtime worker is busy
-/// running guest code.
-pub fn start_ticker(engine: &Engine) -> anyhow::Result<()> {
-    let weak = Arc::new(engine.weak());
-    std::thread::Builder::new()
+/// running guest code. It ends once the engine is dropped.
+pub fn start_ticker(engine: &Engine) -> anyhow::Result<Ticker> {
+    let weak = engine.weak();
+    let running = Arc::new(AtomicUsize::new(0));
+    let seen = running.clone();
+    let handle = std::thread::Builder::new()
         .name("ikkyu-epoch".into())
         .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
+            let mut idle = 0;
+            loop {
                 #[allow(clippy::disallowed_methods)] // a dedicated OS thread, not async code
                 std::thread::sleep(EPOCH_TICK);
+                let Some(engine) = weak.upgrade() else { break };
+                engine.increment_epoch();
+                drop(engine);
+                if seen.load(Ordering::Acquire) > 0 {
+                    idle = 0;
+                    continue;
+                }
+                idle += 1;
+                if idle >= IDLE_TICKS {
+                    // Returns at once if a call started since the load
+                    // above (its unpark left the token).
+                    std::thread::park();
+                    idle = 0;
+                }
             }
         })
-        .map(|_| ())
-        .map_err(|e| anyhow::anyhow!("starting the epoch thread failed: {e}"))
+        .map_err(|e| anyhow::anyhow!("starting the epoch thread failed: {e}"))?;
+    Ok(Ticker {
+        running,
+        thread: handle.thread().clone(),
+    })
 }

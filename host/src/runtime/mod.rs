@@ -8,6 +8,7 @@
 pub mod bindings;
 mod cache;
 mod call;
+pub mod compiler;
 mod declaration;
 mod engine;
 mod host;
@@ -74,19 +75,40 @@ impl PluginError {
     }
 }
 
-/// Compiles `wasm` with `engine`, through `cache` when there is one.
+/// Compiles `wasm` with `engine`, through `cache` when there is one, in a
+/// child process when there is a `compiler` (a module the child could not
+/// compile is not tried again here: it may be what crashed the child).
 fn compile_with(
     engine: &wasmtime::Engine,
     cache: Option<&cache::Cache>,
+    compiler: Option<&compiler::Compiler>,
     wasm: &[u8],
 ) -> wasmtime::Result<(wasmtime::component::Component, Source)> {
-    match cache {
-        Some(cache) => cache.component(engine, wasm),
-        None => Ok((
+    let Some(cache) = cache else {
+        return Ok((
             wasmtime::component::Component::new(engine, wasm)?,
             Source::Compiled,
-        )),
+        ));
+    };
+    if let Some(found) = cache.cached(engine, wasm) {
+        return Ok((found, Source::Cache));
     }
+    if let Some(compiler) = compiler {
+        match compiler.compile(cache.dir(), wasm) {
+            Ok(()) => match cache.cached(engine, wasm) {
+                Some(compiled) => return Ok((compiled, Source::Compiled)),
+                None => tracing::warn!(
+                    "the compiler process left nothing usable in {:?}; compiling in the bot",
+                    cache.dir()
+                ),
+            },
+            Err(compiler::ChildError::Failed(why)) => return Err(wasmtime::Error::msg(why)),
+            Err(e @ compiler::ChildError::Start { .. }) => {
+                tracing::warn!("{e}; compiling in the bot");
+            }
+        }
+    }
+    Ok((cache.compile(engine, wasm)?, Source::Compiled))
 }
 
 /// The engine, the linker and the limits every call runs under.
@@ -98,6 +120,11 @@ pub struct Runtime {
     memory_bytes: usize,
     calls: Arc<tokio::sync::Semaphore>,
     cache: Option<cache::Cache>,
+    /// Compiles in a child process; only the `ikkyu` binary has one.
+    compiler: Option<compiler::Compiler>,
+    /// Declared after `engine`: dropped after it, so a sleeping ticker
+    /// wakes to find the engine gone.
+    ticker: engine::Ticker,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -121,7 +148,12 @@ impl Runtime {
         &self,
         wasm: &[u8],
     ) -> wasmtime::Result<(wasmtime::component::Component, Source)> {
-        compile_with(&self.engine, self.cache.as_ref(), wasm)
+        compile_with(
+            &self.engine,
+            self.cache.as_ref(),
+            self.compiler.as_ref(),
+            wasm,
+        )
     }
 
     /// Reads and compiles the file at `path` on a blocking thread: a
@@ -132,6 +164,7 @@ impl Runtime {
         path: &std::path::Path,
     ) -> Result<(wasmtime::component::Component, Source), LoadError> {
         let (engine, cache, file) = (self.engine.clone(), self.cache.clone(), path.to_owned());
+        let compiler = self.compiler.clone();
         let invalid = |message: String| LoadError::Invalid {
             path: path.into(),
             message,
@@ -141,9 +174,11 @@ impl Runtime {
                 path: file.clone(),
                 source,
             })?;
-            compile_with(&engine, cache.as_ref(), &bytes).map_err(|e| LoadError::Invalid {
-                path: file.clone(),
-                message: format!("{e:#}"),
+            compile_with(&engine, cache.as_ref(), compiler.as_ref(), &bytes).map_err(|e| {
+                LoadError::Invalid {
+                    path: file.clone(),
+                    message: format!("{e:#}"),
+                }
             })
         })
         .await
@@ -160,7 +195,7 @@ impl Runtime {
         let memory_bytes = usize::try_from(config.runtime.memory_limit_mb << 20)?;
         let slots = config.runtime.max_concurrent_calls;
         let engine = engine::build(slots, memory_bytes)?;
-        engine::start_ticker(&engine)?;
+        let ticker = engine::start_ticker(&engine)?;
         let linker = engine::linker(&engine)?;
         Ok(Self {
             engine,
@@ -182,6 +217,12 @@ impl Runtime {
                     None
                 }
             }),
+            compiler: config
+                .runtime
+                .compiler
+                .clone()
+                .map(|exe| compiler::Compiler::new(exe, slots, memory_bytes)),
+            ticker,
         })
     }
 
