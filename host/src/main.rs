@@ -24,6 +24,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
+        // Colour for a person at a terminal; none in a log file or journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = ikkyu::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
