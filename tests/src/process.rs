@@ -82,12 +82,19 @@ impl ConsoleProcess {
 }
 
 /// Stops what a job left running after the bot that ran it died: its
-/// process group.
+/// process group (the job's pid is its group id).
+///
+/// The signal is sent directly, never through the `kill` program: procps-ng
+/// 4.0.2's `kill -KILL -262` signals group 2, reading one digit, so a job
+/// whose pid began with 1 became `kill(-1)` and took down every process on
+/// the machine (the CI run and the database with it).
 pub fn kill_job_group(pid: Option<i64>) {
-    if let Some(pid) = pid {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &format!("-{pid}")])
-            .status();
+    let group = pid
+        .filter(|p| *p > 1)
+        .and_then(|p| i32::try_from(p).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(group) = group {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
     }
 }
 
@@ -98,4 +105,52 @@ pub fn marks(mark: &Path) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::time::{Duration, Instant};
+
+    /// The whole group goes, the leader and what it started, and only it:
+    /// the test process (which signals) lives on.
+    #[tokio::test]
+    async fn kill_job_group_stops_the_group_and_only_it() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let pidfile = dir.path().join("grandchild");
+        let mut leader = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("sleep 60 & echo $! > {}; wait", pidfile.display()))
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?;
+        let until = Instant::now() + Duration::from_secs(10);
+        let grandchild = loop {
+            if let Some(pid) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                break pid;
+            }
+            anyhow::ensure!(Instant::now() < until, "the job never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let pid = leader.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+        super::kill_job_group(Some(i64::from(pid)));
+        let status = tokio::time::timeout(Duration::from_secs(10), leader.wait()).await??;
+        assert_eq!(status.signal(), Some(9), "{status}");
+        let until = Instant::now() + Duration::from_secs(10);
+        // Gone, or a zombie waiting for init to reap it.
+        while std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+        {
+            anyhow::ensure!(Instant::now() < until, "what the job started lives on");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Pid 0 and 1 would mean our own group and every process.
+        super::kill_job_group(Some(0));
+        super::kill_job_group(Some(1));
+        super::kill_job_group(Some(-1));
+        Ok(())
+    }
 }

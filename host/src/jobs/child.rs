@@ -161,9 +161,11 @@ fn finish_tail(tail: &Mutex<Tail>) {
 
 /// Sends `signal` to the process group `pid` leads (it was started with
 /// `process_group(0)`, so its group id is its pid). A group that is gone
-/// is not an error.
+/// is not an error. Pid 1 is never a job's, and as a group it would mean
+/// `kill(-1)`: every process the bot may signal.
 fn signal(pid: Option<u32>, signal: rustix::process::Signal) {
     let Some(pid) = pid
+        .filter(|p| *p > 1)
         .and_then(|p| i32::try_from(p).ok())
         .and_then(rustix::process::Pid::from_raw)
     else {
