@@ -38,10 +38,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ikkyu::cli::run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
+    // The command runs as a task on a worker, not on this thread: the sync
+    // loop would otherwise hand every event it wakes over to another thread
+    // (a futex wake-up and a context switch each), where on a worker the
+    // woken task usually runs next on the same thread.
+    let ran = runtime.block_on(async { tokio::spawn(ikkyu::cli::run(cli)).await });
+    match ran {
+        Ok(Ok(code)) => code,
+        Ok(Err(e)) => {
             eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: ikkyu stopped unexpectedly: {e}");
             ExitCode::FAILURE
         }
     }
