@@ -22,7 +22,9 @@ use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::TimelineEvent;
 use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::api::Direction;
-use matrix_sdk::ruma::api::client::filter::{FilterDefinition, LazyLoadOptions};
+use matrix_sdk::ruma::api::client::filter::{
+    Filter as EventFilter, FilterDefinition, LazyLoadOptions, RoomEventFilter,
+};
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::{OwnedUserId, UInt};
 use matrix_sdk::sync::SyncResponse;
@@ -541,5 +543,10 @@ fn filter() -> FilterDefinition {
     filter.room.state.lazy_load_options = LazyLoadOptions::Enabled {
         include_redundant_members: false,
     };
+    // Presence, typing and read receipts mean nothing to a bot; left in,
+    // every person typing or reading would end a long poll and cost a
+    // whole sync response to handle.
+    filter.presence = EventFilter::ignore_all();
+    filter.room.ephemeral = RoomEventFilter::ignore_all();
     filter
 }
