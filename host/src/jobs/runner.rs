@@ -168,11 +168,16 @@ impl Runner {
     /// Runs passes until no job is queued or running (jobs started while
     /// waiting included) or `limit` passed: for transcripts and the
     /// console, where one person waits for the outcome. Whether all ended.
+    ///
+    /// A job counts as ended once the task that ran it is done, not when
+    /// its outcome is visible in the database: that task marks the
+    /// outcome's event for delivery just after its commit, and a caller
+    /// that flushed in between would find nothing to deliver yet.
     pub async fn settle(self: &Arc<Self>, limit: Duration) -> anyhow::Result<bool> {
         let until = Instant::now() + limit;
         loop {
             self.pass().await?;
-            if self.db.jobs_open().await? == 0 {
+            if self.running_count() == 0 && self.db.jobs_open().await? == 0 {
                 return Ok(true);
             }
             let left = until.saturating_duration_since(Instant::now());
