@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use super::sql::query;
 use super::{Db, StoreError};
 
 impl Db {
@@ -17,21 +18,25 @@ impl Db {
 
     /// Saves `adapter`'s position; call it only once everything read before
     /// it is committed, or a crash would lose those messages.
+    ///
+    /// Saved as a writer mark, with whatever else is waiting and on SQLite
+    /// without a thread hop (this runs after every sync response): a save
+    /// lost in a crash only means reading again from the position before,
+    /// and every command read again is known by its committed marker.
     pub async fn save_chat_position(
         &self,
         adapter: &str,
         position: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        let q = query(
             "INSERT INTO chat_positions (adapter, position, saved_ms) VALUES ($1, $2, $3) \
              ON CONFLICT (adapter) DO UPDATE SET position = excluded.position, saved_ms = excluded.saved_ms",
         )
         .bind(adapter)
         .bind(position)
-        .bind(now_ms)
-        .execute(&self.write)
-        .await?;
+        .bind(now_ms);
+        self.writer.mark(q).await?;
         Ok(())
     }
 }
