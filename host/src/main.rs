@@ -28,20 +28,15 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = ikkyu::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    // The command runs as a task on a worker, not on this thread: the sync
-    // loop would otherwise hand every event it wakes over to another thread
-    // (a futex wake-up and a context switch each), where on a worker the
-    // woken task usually runs next on the same thread.
+    // As a task rather than `block_on`'s own future, so that a panic in it
+    // ends in the one-line error below like any other failure.
     let ran = runtime.block_on(async { tokio::spawn(ikkyu::cli::run(cli)).await });
     match ran {
         Ok(Ok(code)) => code,
@@ -53,5 +48,28 @@ fn main() -> ExitCode {
             eprintln!("error: ikkyu stopped unexpectedly: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// One thread runs everything async unless `TOKIO_WORKER_THREADS` asks
+/// for a pool of workers (tokio reads the count itself).
+///
+/// A bot's work is many short steps that each wake the next: a sync
+/// response, a command, a commit, a reply. With a pool, each wake-up
+/// tends to land on another worker, which costs a futex wake and a
+/// context switch; measured over Matrix that was most of the bot's
+/// kernel time. Nothing async here needs a second core: plugin calls
+/// yield at every epoch tick, compiles run in a child process, and SQLite
+/// statements (ours and matrix-sdk's, see `vendor/README.md`) take
+/// microseconds and run in place.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     }
 }
