@@ -62,9 +62,6 @@ pub struct Bot {
     sink: Arc<dyn ChatSink>,
     clock: SharedClock,
     scheduler: Scheduler,
-    /// Wakes the schedule loop early: a command or reload may have added
-    /// or changed a schedule.
-    poke: tokio::sync::Notify,
     /// Only one outbox pass at a time, so a message is not sent twice by
     /// two concurrent passes. Held only while delivering, never while a
     /// guest runs.
@@ -152,7 +149,6 @@ impl Bot {
             sink,
             clock,
             scheduler,
-            poke: tokio::sync::Notify::new(),
             flushing: Mutex::new(()),
             sender,
             jobs,
@@ -226,9 +222,6 @@ impl Bot {
             match commit().await {
                 Ok(handled) => {
                     outage.over();
-                    if matches!(handled, Handled::Answered(_)) {
-                        self.poke.notify_one();
-                    }
                     return Ok(handled);
                 }
                 Err(e) if e.chain().any(is_unavailable) => outage.wait(&*e).await,
@@ -279,7 +272,8 @@ impl Bot {
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.poke.notified() => {}
+                () = self.db.rescheduled() => {}
+                () = self.registry.swapped() => {}
             }
         }
     }
@@ -667,7 +661,6 @@ impl Bot {
         self.db
             .commit(&Commit::only_audit(None, audit, messages))
             .await?;
-        self.poke.notify_one();
         self.flush_logged().await;
         Ok(())
     }

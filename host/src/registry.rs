@@ -23,6 +23,9 @@ pub struct Registry {
     /// Files that failed to load, by path, with the reason.
     failures: RwLock<BTreeMap<PathBuf, String>>,
     reloading: tokio::sync::Mutex<()>,
+    /// Signalled when a reload swapped the table: the schedule loop then
+    /// writes the new declarations.
+    swapped: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Registry {
@@ -83,6 +86,7 @@ impl Registry {
             table: RwLock::new(Arc::new(table)),
             failures: RwLock::new(failures),
             reloading: tokio::sync::Mutex::new(()),
+            swapped: tokio::sync::Notify::new(),
         })
     }
 
@@ -92,6 +96,12 @@ impl Registry {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Resolves after the next reload that swapped the table (or at once
+    /// if one happened since the last wait).
+    pub async fn swapped(&self) {
+        self.swapped.notified().await;
     }
 
     /// Files that failed to load, with their reasons.
@@ -170,6 +180,7 @@ impl Registry {
         drop(failures);
         let table = Arc::new(CommandTable::new(Dispatcher::builtin_specs(), plugins));
         *self.table.write().unwrap_or_else(PoisonError::into_inner) = table;
+        self.swapped.notify_one();
         tracing::info!(plugin = %new.name, version = %new.info.version, "reloaded {path:?}");
         Ok(Reloaded {
             name: new.name.to_string(),

@@ -163,3 +163,60 @@ async fn each_event_is_delivered_once_on_postgres() -> anyhow::Result<()> {
     db.drop_db().await?;
     result
 }
+
+/// A prune beside commands on one runtime thread, as `ikkyu run` has: no
+/// command waits for it. A prune that held SQLite's write lock across an
+/// await stalled the next commit, which waits for that lock on the same
+/// thread the prune needed to finish, for the whole busy timeout (5 s).
+#[tokio::test(flavor = "current_thread")]
+async fn a_prune_does_not_hold_up_commands_on_one_thread() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let (bot, sink) = bot(&sqlite_url(data.path()), data.path()).await?;
+    let console = Console::new(3);
+    let cut = ikkyu::store::Cutoffs {
+        audit_ms: 1,
+        processed_ms: 1,
+        outbox_ms: 1,
+        events_ms: 1,
+    };
+    // Old finished events enough for the prune to take a while.
+    let seed = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&sqlite_url(data.path()))
+        .await?;
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
+         INSERT INTO events (created_ms, topic, payload, source_plugin, depth) \
+         SELECT 0, 'old', '{}', 'points', 0 FROM n",
+    )
+    .execute(&seed)
+    .await?;
+    sqlx::query(
+        "INSERT INTO event_deliveries (event_id, plugin, state) \
+         SELECT id, 'contacts', 'done' FROM events WHERE created_ms = 0",
+    )
+    .execute(&seed)
+    .await?;
+    seed.close().await;
+    // Commands one after another for as long as the prune runs.
+    let commands = async {
+        let mut slowest = std::time::Duration::ZERO;
+        for i in 0..20 {
+            let msg = console.message(&format!("@u{i}:local"), "!points", 0);
+            let started = std::time::Instant::now();
+            let handled = bot.handle(&msg).await?;
+            anyhow::ensure!(matches!(handled, Handled::Answered(_)), "{handled:?}");
+            slowest = slowest.max(started.elapsed());
+        }
+        anyhow::Ok(slowest)
+    };
+    let (pruned, slowest) = tokio::join!(bot.db.prune(cut), commands);
+    assert_eq!(pruned?.events, 100_000, "the old events went");
+    let slowest = slowest?;
+    assert_eq!(sink.take().len(), 20, "one reply per command");
+    assert!(
+        slowest < std::time::Duration::from_secs(2),
+        "a command beside a prune took {slowest:?}"
+    );
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! and a run is committed once even when two bots share the database.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ikkyu::clock::{ManualClock, SharedClock};
 use ikkyu::store::ScheduleRow;
@@ -142,4 +143,58 @@ async fn two_bots_on_postgres_run_a_schedule_once() -> anyhow::Result<()> {
     let result = two_bots_run_a_schedule_once(&db.url).await;
     db.drop_db().await?;
     result
+}
+
+/// The schedule loop wakes for a schedule a command just wrote, rather
+/// than finding it at its next idle pass (30 s on): a freeze of two
+/// seconds, on the real clock, ends on time and the room is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_a_command_writes_runs_on_time() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let extra = "[roles]\nops = [\"@olga:local\"]\n\
+                 [plugins.release]\n\
+                 grants = [\"chat\", \"kv\", \"events\", \"schedule\", \"directory\", \"config\", \"log\", \"http\"]\n\
+                 rooms = [\"!release:local\"]\n\
+                 [plugins.release.config]\nroom = \"!release:local\"\n";
+    let (bot, sink) = ikkyu_e2e::start_bot(&sqlite_url(dir.path()), dir.path(), extra).await?;
+    let bot = Arc::new(bot);
+    let loops = tokio::spawn({
+        let bot = bot.clone();
+        async move { tokio::join!(bot.run_schedules(), bot.run_delivery()) }
+    });
+    // The loop's first pass finds nothing due and it goes to sleep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let console = ikkyu::chat::console::Console::new(1);
+    let froze = Instant::now();
+    bot.handle(&console.message(
+        "@olga:local",
+        "!release freeze billing 2s a short one",
+        bot.now_ms(),
+    ))
+    .await?;
+    let mut seen = Vec::new();
+    let ended = loop {
+        seen.extend(sink.take());
+        if seen
+            .iter()
+            .any(|m| m.contains("the freeze of billing ended"))
+        {
+            break froze.elapsed();
+        }
+        anyhow::ensure!(
+            froze.elapsed() < Duration::from_secs(20),
+            "the freeze did not end within 20 s: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    loops.abort();
+    assert!(
+        seen.iter().any(|m| m.contains("billing frozen until")),
+        "the freeze was taken: {seen:?}"
+    );
+    assert!(
+        ended >= Duration::from_secs(2) && ended < Duration::from_secs(5),
+        "the freeze of 2 s ended after {ended:?}: {seen:?}"
+    );
+    Ok(())
 }

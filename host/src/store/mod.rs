@@ -113,6 +113,9 @@ pub struct Db {
     sendable: std::sync::Arc<tokio::sync::Notify>,
     /// Signalled after every commit that queued or cancelled a job.
     runnable: std::sync::Arc<tokio::sync::Notify>,
+    /// Signalled after every commit that added, changed or removed a
+    /// schedule.
+    rescheduled: std::sync::Arc<tokio::sync::Notify>,
     /// Commits go through it, many to a transaction.
     writer: writer::Writer,
     /// Which kinds of after-commit work may be waiting.
@@ -204,6 +207,7 @@ impl Db {
             lite,
             sendable: std::sync::Arc::default(),
             runnable: std::sync::Arc::default(),
+            rescheduled: std::sync::Arc::default(),
             writer,
             waiting: std::sync::Arc::default(),
             roles: roles::Cached::default(),
@@ -263,6 +267,9 @@ impl Db {
         if !c.jobs.is_empty() {
             self.runnable.notify_one();
         }
+        if !c.schedules.is_empty() {
+            self.rescheduled.notify_one();
+        }
     }
 
     /// Where a pass over `work` starts: `None` when no commit left any
@@ -312,6 +319,12 @@ impl Db {
         self.runnable.notified().await;
     }
 
+    /// Resolves after the next commit that added, changed or removed a
+    /// schedule (or at once if one happened since the last wait).
+    pub async fn rescheduled(&self) {
+        self.rescheduled.notified().await;
+    }
+
     /// Resolves after the next commit that left HTTP requests to send (or
     /// at once if one happened since the last wait).
     pub async fn sendable(&self) {
@@ -334,11 +347,6 @@ impl Db {
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
-    }
-
-    /// Starts a write transaction that is serializable on both backends.
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        writer::begin(&self.write, self.backend).await
     }
 
     /// Runs a read of the hot path, handing its rows to `each` until it

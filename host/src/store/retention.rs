@@ -3,6 +3,7 @@
 //! messages and HTTP requests, and events whose every delivery finished.
 //! Nothing pending is ever touched.
 
+use super::sql::query;
 use super::{Db, StoreError};
 
 /// How many rows one prune removed, per table.
@@ -41,16 +42,15 @@ macro_rules! finished_events {
 
 impl Db {
     /// Removes rows older than `cut`; see the module docs.
+    ///
+    /// Each statement is a single write through the writer, like any other
+    /// write: on SQLite that is the one write connection, so a prune never
+    /// holds SQLite's write lock open across an await, which on the bot's
+    /// one runtime thread would stall every commit behind it until the
+    /// busy timeout. A crash between statements leaves only what the next
+    /// prune removes.
     pub async fn prune(&self, cut: Cutoffs) -> Result<Pruned, StoreError> {
-        let run = |sql: &'static str, before: i64| async move {
-            Ok::<u64, StoreError>(
-                sqlx::query(sql)
-                    .bind(before)
-                    .execute(&self.write)
-                    .await?
-                    .rows_affected(),
-            )
-        };
+        let run = |sql: &'static str, before: i64| self.writer.mark(query(sql).bind(before));
         let audit = run("DELETE FROM audit_log WHERE at_ms < $1", cut.audit_ms).await?;
         let processed = run(
             "DELETE FROM processed_messages WHERE processed_ms < $1",
@@ -69,25 +69,20 @@ impl Db {
             )
             .await?;
         // Deliveries first: they point at their event.
-        let mut tx = self.begin().await?;
-        sqlx::query(concat!(
-            "DELETE FROM event_deliveries WHERE event_id IN (",
-            finished_events!(),
-            ")"
-        ))
-        .bind(cut.events_ms)
-        .execute(&mut *tx)
+        run(
+            concat!(
+                "DELETE FROM event_deliveries WHERE event_id IN (",
+                finished_events!(),
+                ")"
+            ),
+            cut.events_ms,
+        )
         .await?;
-        let events = sqlx::query(concat!(
-            "DELETE FROM events WHERE id IN (",
-            finished_events!(),
-            ")"
-        ))
-        .bind(cut.events_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
+        let events = run(
+            concat!("DELETE FROM events WHERE id IN (", finished_events!(), ")"),
+            cut.events_ms,
+        )
+        .await?;
         Ok(Pruned {
             audit,
             processed,

@@ -281,9 +281,7 @@ async fn any_batch(
     batch: &[Job],
     usage: &kv::Usage,
 ) -> Result<Vec<u64>, Failure> {
-    let mut tx = begin(pool, super::Backend::Postgres)
-        .await
-        .map_err(Failure::All)?;
+    let mut tx = begin(pool).await.map_err(Failure::All)?;
     if batch.iter().all(|job| matches!(job.write, Write::Mark(_))) {
         use sqlx::Executor;
         tx.execute("SET LOCAL synchronous_commit TO OFF")
@@ -298,20 +296,12 @@ async fn any_batch(
     Ok(changed)
 }
 
-/// Starts a write transaction through sqlx, serializable on both backends.
-pub(super) async fn begin(
-    write: &sqlx::AnyPool,
-    backend: super::Backend,
-) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-    // One round trip: the isolation level comes with the BEGIN.
-    Ok(match backend {
-        super::Backend::Postgres => {
-            write
-                .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                .await?
-        }
-        super::Backend::Sqlite => write.begin().await?,
-    })
+/// Starts a serializable PostgreSQL transaction in one round trip: the
+/// isolation level comes with the BEGIN.
+async fn begin(pool: &sqlx::AnyPool) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    Ok(pool
+        .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        .await?)
 }
 
 /// Each caller gets its own copy of a shared failure: a database error
