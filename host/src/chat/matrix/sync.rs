@@ -148,6 +148,7 @@ impl Syncer {
         self.invites(self.client.invited_rooms()).await;
         let (unsaved, saving) = mpsc::channel(UNSAVED_BATCHES);
         let saver = tokio::spawn(self.clone().save_positions(saving));
+        let sync_filter = self.sync_filter().await;
         let mut backoff = BACKOFF_MIN;
         let mut failing_since: Option<Instant> = None;
         let mut first = true;
@@ -156,7 +157,7 @@ impl Syncer {
             // came while the bot was away: catching up must not wait for
             // the next message to end a long poll.
             let mut settings = SyncSettings::default()
-                .filter(Filter::FilterDefinition(filter()))
+                .filter(sync_filter.clone())
                 .timeout(if first { Duration::ZERO } else { LONG_POLL });
             if let Some((token, _)) = &position {
                 settings = settings.token(token.clone());
@@ -216,6 +217,34 @@ impl Syncer {
                 anyhow::bail!("the task saving the sync position ended: {:?}", saver.await);
             }
             position = Some((response.next_batch, now));
+        }
+    }
+
+    /// The filter every sync names. Uploaded once and kept in matrix-sdk's
+    /// store under a name made of its own definition, so a newer ikkyu with
+    /// another definition uploads that one rather than reusing the old.
+    /// Sent whole with every request only if the upload fails: the
+    /// homeserver then parses and validates it on every sync, work it
+    /// does just as the bot's reply arrives to be stored.
+    async fn sync_filter(&self) -> Filter {
+        let definition = filter();
+        let name = match serde_json::to_string(&definition) {
+            Ok(json) => format!("ikkyu {json}"),
+            Err(e) => {
+                tracing::warn!("cannot name the sync filter; sending it with every request: {e}");
+                return Filter::FilterDefinition(definition);
+            }
+        };
+        match self
+            .client
+            .get_or_upload_filter(&name, definition.clone())
+            .await
+        {
+            Ok(id) => Filter::FilterId(id),
+            Err(e) => {
+                tracing::warn!("cannot upload the sync filter; sending it with every request: {e}");
+                Filter::FilterDefinition(definition)
+            }
         }
     }
 
