@@ -228,21 +228,20 @@ impl Syncer {
     /// does just as the bot's reply arrives to be stored.
     async fn sync_filter(&self) -> Filter {
         let definition = filter();
-        let name = match serde_json::to_string(&definition) {
-            Ok(json) => format!("ikkyu {json}"),
-            Err(e) => {
-                tracing::warn!("cannot name the sync filter; sending it with every request: {e}");
-                return Filter::FilterDefinition(definition);
-            }
+        let uploaded = async {
+            let name = format!("ikkyu {}", serde_json::to_string(&definition)?);
+            anyhow::Ok(
+                self.client
+                    .get_or_upload_filter(&name, definition.clone())
+                    .await?,
+            )
         };
-        match self
-            .client
-            .get_or_upload_filter(&name, definition.clone())
-            .await
-        {
+        match uploaded.await {
             Ok(id) => Filter::FilterId(id),
             Err(e) => {
-                tracing::warn!("cannot upload the sync filter; sending it with every request: {e}");
+                tracing::warn!(
+                    "cannot upload the sync filter; sending it with every request: {e:#}"
+                );
                 Filter::FilterDefinition(definition)
             }
         }
