@@ -443,7 +443,7 @@ impl Bot {
         loop {
             let heads = self.db.outbox_heads(self.clock.now_ms()).await?;
             if heads.is_empty() {
-                self.db.none_due(Work::Messages, seen);
+                self.db.none_due(Work::Messages, seen).await?;
                 return Ok(progressed);
             }
             let mut any = false;

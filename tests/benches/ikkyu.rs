@@ -292,6 +292,50 @@ async fn deploy_overhead(data: &Path) -> anyhow::Result<(Stats, Stats)> {
     Ok((stats(gaps), stats(walls)))
 }
 
+/// The store alone: `n` commits of what a `!points` command writes (its
+/// marker, reply and audit record) from `callers` concurrent callers, no
+/// plugin and no delivery: how many commits per second the group commit
+/// takes in.
+async fn group_commit(db_url: &str, callers: usize, n: usize) -> anyhow::Result<f64> {
+    use ikkyu::store::{AuditRecord, Commit, Decision, OutMessage, Outcome, Target};
+    let db = Arc::new(Db::open(db_url).await?);
+    let commit = |i: usize| {
+        let audit = AuditRecord {
+            at_ms: 1_000,
+            kind: "command",
+            actor: format!("@u{}:local", i % 50),
+            room: Some("!r:local".into()),
+            command: "points".into(),
+            plugin: Some("points".into()),
+            plugin_version: Some("1".into()),
+            decision: Decision::NotChecked,
+            outcome: Outcome::Ok,
+            detail: None,
+            duration_us: 10,
+        };
+        let reply = OutMessage::to(Target::Room("!r:local".into()), format!("reply {i}"));
+        Commit::only_audit(Some(format!("$bench-{i}")), audit, vec![reply])
+    };
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let db = db.clone();
+        let mine: Vec<Commit> = (c..n).step_by(callers).map(commit).collect();
+        tasks.push(tokio::spawn(async move {
+            for one in &mine {
+                db.commit(one).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    db.close().await;
+    Ok(rate)
+}
+
 /// `IKKYU_BENCH_COUNT=<n>`: only `COUNT_WARMUP` + n sequential `!points`
 /// on SQLite in the folder `IKKYU_BENCH_DATA` (its compiled-plugin cache
 /// kept, its database started afresh), nothing else. Run under
@@ -393,9 +437,21 @@ async fn main() -> anyhow::Result<()> {
             );
             println!("| `!points` sustained, PostgreSQL, 8 senders | {rate:.0} commands/s |");
             pg.drop_db().await?;
+            let pg = TempPostgres::create(&url).await?;
+            let rate = group_commit(&pg.url, 64, 20_000).await?;
+            println!(
+                "| a `!points` commit alone (marker, reply, record), PostgreSQL, 64 callers | {rate:.0} commits/s |"
+            );
+            pg.drop_db().await?;
         }
         Err(_) => println!("| PostgreSQL | skipped: IKKYU_TEST_POSTGRES_URL is not set |"),
     }
+
+    let gdata = tempfile::tempdir()?;
+    let rate = group_commit(&sqlite_url(gdata.path()), 64, 20_000).await?;
+    println!(
+        "| a `!points` commit alone (marker, reply, record), SQLite, 64 callers | {rate:.0} commits/s |"
+    );
 
     let rdata = tempfile::tempdir()?;
     let release = release_requests(&sqlite_url(rdata.path()), rdata.path()).await?;

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use ikkyu::chat::console::{Console, RecordingSink};
 use ikkyu::chat::{BoxFuture, ChatError, ChatSink, Incoming};
 use ikkyu::clock::{ManualClock, SharedClock};
-use ikkyu::store::{Commit, OutMessage, Target};
+use ikkyu::store::{Commit, OutMessage, Target, Work};
 use ikkyu_e2e::{start_bot_at, start_bot_into};
 
 const START: i64 = 1_795_000_000_000;
@@ -174,6 +174,46 @@ async fn a_scheduled_run_delivers_its_events(db_url: &str, data: &Path) -> anyho
     Ok(())
 }
 
+/// Once a flush has found no HTTP send and no event delivery waiting, a
+/// command that leaves only a reply makes the next flush ask the database
+/// for neither (before, a fresh start's "look once" was never cleared on
+/// the console, so every command paid a query for sends). Work a later
+/// command leaves is still found and delivered.
+async fn a_reply_alone_leaves_nothing_else_to_look_for(
+    db_url: &str,
+    data: &Path,
+) -> anyhow::Result<()> {
+    let clock: SharedClock = Arc::new(ManualClock::new(START));
+    let (bot, sink) = start_bot_at(db_url, data, "", clock).await?;
+    let console = Console::new(5);
+    for _ in 0..2 {
+        bot.handle(&console.message("@ann:local", "!points", START))
+            .await?;
+    }
+    assert_eq!(sink.take().len(), 2, "one reply per command");
+    for work in [Work::Messages, Work::Deliveries, Work::Sends] {
+        assert_eq!(bot.db.waiting(work), None, "{work:?} is still looked for");
+    }
+    bot.handle(&console.message("@root:local", "!emit test.one {}", START))
+        .await?;
+    bot.handle(&console.message("@root:local", "!seen", START))
+        .await?;
+    assert_eq!(
+        sink.take(),
+        vec!["emitted test.one".to_owned(), "seen 1 events".to_owned()]
+    );
+    for work in [Work::Messages, Work::Deliveries, Work::Sends] {
+        assert_eq!(bot.db.waiting(work), None, "{work:?} is still looked for");
+    }
+    bot.shutdown().await;
+    Ok(())
+}
+
+on_both!(
+    a_reply_alone_leaves_nothing_else_to_look_for,
+    a_reply_alone_leaves_nothing_else_to_look_for_on_sqlite,
+    a_reply_alone_leaves_nothing_else_to_look_for_on_postgres
+);
 on_both!(
     an_unreachable_target_holds_up_no_other,
     an_unreachable_target_holds_up_no_other_on_sqlite,

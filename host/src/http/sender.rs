@@ -80,7 +80,7 @@ impl Sender {
         };
         let due = self.db.sends_due(self.clock.now_ms(), 100).await?;
         if due.is_empty() {
-            self.db.none_due(Work::Sends, seen);
+            self.db.none_due(Work::Sends, seen).await?;
             return Ok(false);
         }
         let committed = futures_util::stream::iter(due)

@@ -136,18 +136,63 @@ fn fit(s: &str, max: usize) -> String {
 pub(super) const INSERT: &str = "INSERT INTO audit_log (at_ms, kind, actor, room, command, plugin, plugin_version, \
          decision, outcome, detail, duration_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
+/// Any number of audit records (PostgreSQL): `$1` is a JSON array of
+/// [`Stored`], inserted in its order.
+pub(super) const INSERT_MANY: &str = "INSERT INTO audit_log (at_ms, kind, actor, room, command, plugin, \
+         plugin_version, decision, outcome, detail, duration_us) \
+         SELECT at_ms, kind, actor, room, command, plugin, plugin_version, decision, outcome, detail, \
+         duration_us FROM ROWS FROM (json_to_recordset($1::json) AS (at_ms bigint, kind text, actor text, \
+         room text, command text, plugin text, plugin_version text, decision text, outcome text, \
+         detail text, duration_us bigint)) WITH ORDINALITY AS x(at_ms, kind, actor, room, command, \
+         plugin, plugin_version, decision, outcome, detail, duration_us, n) ORDER BY n";
+
+/// An audit record as its row holds it: every field bounded and storable.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct Stored<'a> {
+    at_ms: i64,
+    kind: &'a str,
+    actor: String,
+    room: Option<String>,
+    command: String,
+    plugin: Option<String>,
+    plugin_version: Option<String>,
+    decision: &'static str,
+    outcome: &'static str,
+    detail: Option<String>,
+    duration_us: i64,
+}
+
+impl<'a> From<&'a AuditRecord> for Stored<'a> {
+    fn from(r: &'a AuditRecord) -> Self {
+        Self {
+            at_ms: r.at_ms,
+            kind: r.kind,
+            actor: fit(&r.actor, MAX_ID),
+            room: r.room.as_deref().map(|v| fit(v, MAX_ID)),
+            command: fit(&r.command, MAX_AUDIT_FIELD),
+            plugin: r.plugin.as_deref().map(|v| fit(v, MAX_ID)),
+            plugin_version: r.plugin_version.as_deref().map(|v| fit(v, MAX_ID)),
+            decision: r.decision.as_str(),
+            outcome: r.outcome.as_str(),
+            detail: r.detail.as_deref().map(|v| fit(v, MAX_AUDIT_FIELD)),
+            duration_us: r.duration_us,
+        }
+    }
+}
+
 pub(super) async fn insert(tx: &mut Conn<'_>, r: &AuditRecord) -> Result<(), StoreError> {
+    let r = Stored::from(r);
     query(INSERT)
         .bind(r.at_ms)
         .bind(r.kind)
-        .bind(fit(&r.actor, MAX_ID))
-        .bind(r.room.as_deref().map(|v| fit(v, MAX_ID)))
-        .bind(fit(&r.command, MAX_AUDIT_FIELD))
-        .bind(r.plugin.as_deref().map(|v| fit(v, MAX_ID)))
-        .bind(r.plugin_version.as_deref().map(|v| fit(v, MAX_ID)))
-        .bind(r.decision.as_str())
-        .bind(r.outcome.as_str())
-        .bind(r.detail.as_deref().map(|v| fit(v, MAX_AUDIT_FIELD)))
+        .bind(r.actor)
+        .bind(r.room)
+        .bind(r.command)
+        .bind(r.plugin)
+        .bind(r.plugin_version)
+        .bind(r.decision)
+        .bind(r.outcome)
+        .bind(r.detail)
         .bind(r.duration_us)
         .execute(tx)
         .await?;

@@ -253,23 +253,38 @@ impl Db {
     }
 }
 
+/// A handled message's marker; changes nothing if it was handled before.
+pub(super) const PROCESSED: &str = "INSERT INTO processed_messages (message_id, processed_ms) \
+     VALUES ($1, $2) ON CONFLICT (message_id) DO NOTHING";
+
+/// Any number of markers (PostgreSQL): `$1` is a JSON array of
+/// `{message_id, processed_ms}`; the ids inserted come back.
+pub(super) const PROCESSED_MANY: &str = "INSERT INTO processed_messages (message_id, processed_ms) \
+     SELECT message_id, processed_ms FROM json_to_recordset($1::json) \
+     AS x(message_id text, processed_ms bigint) \
+     ON CONFLICT (message_id) DO NOTHING RETURNING message_id";
+
+/// Which of a commit's rows [`apply`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rows {
+    /// All of them.
+    All,
+    /// All but its processed marker, replies and audit record, which were
+    /// written for its whole batch (`grouped`).
+    Own,
+}
+
 /// Writes `c` inside the writer's open transaction on `tx`; `usage`
 /// bounds the kv namespaces for their quota.
 pub(super) async fn apply(
     tx: &mut Conn<'_>,
     c: &Commit,
     usage: &kv::Usage,
+    rows: Rows,
 ) -> Result<(), StoreError> {
     let now = c.audit.at_ms;
-    if let Some(id) = &c.processed {
-        let inserted = query(
-            "INSERT INTO processed_messages (message_id, processed_ms) VALUES ($1, $2) \
-             ON CONFLICT (message_id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(tx)
-        .await?;
+    if let (Rows::All, Some(id)) = (rows, &c.processed) {
+        let inserted = query(PROCESSED).bind(id).bind(now).execute(tx).await?;
         if inserted == 0 {
             return Err(StoreError::Duplicate(id.clone()));
         }
@@ -281,8 +296,10 @@ pub(super) async fn apply(
         kv::apply(tx, changes, next_stamp(now), usage).await?;
     }
     schedules::apply_changes(tx, &c.schedules, now).await?;
-    for m in &c.messages {
-        outbox::insert(tx, m, now).await?;
+    if rows == Rows::All {
+        for m in &c.messages {
+            outbox::insert(tx, m, now).await?;
+        }
     }
     for send in &c.sends {
         http::insert(tx, send, now).await?;
@@ -379,5 +396,8 @@ pub(super) async fn apply(
             )));
         }
     }
-    audit::insert(tx, &c.audit).await
+    match rows {
+        Rows::All => audit::insert(tx, &c.audit).await,
+        Rows::Own => Ok(()),
+    }
 }

@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 
+use super::sql::query;
 use super::{Db, StoreError};
 
 /// An event waiting to be handled by one subscriber.
@@ -83,10 +84,9 @@ impl Db {
 
     /// When the earliest delivery waiting on a retry is due, if any.
     pub async fn deliveries_next_attempt(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+        let q = query(
             "SELECT MIN(COALESCE(next_attempt_ms, 0)) FROM event_deliveries WHERE state = 'pending'",
-        )
-        .fetch_one(&self.read)
-        .await?)
+        );
+        Ok(self.read_scalar::<Option<i64>>(&q).await?.flatten())
     }
 }

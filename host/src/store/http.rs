@@ -179,10 +179,7 @@ impl Db {
 
     /// When the next pending request is due, if any.
     pub async fn next_send_ms(&self) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT MIN(next_attempt_ms) FROM http_sends WHERE state = 'pending'",
-        )
-        .fetch_one(&self.read)
-        .await?)
+        let q = query("SELECT MIN(next_attempt_ms) FROM http_sends WHERE state = 'pending'");
+        Ok(self.read_scalar::<Option<i64>>(&q).await?.flatten())
     }
 }

@@ -7,8 +7,10 @@
 //! loses nothing and, later, several replicas can share one database.
 
 mod audit;
+mod checkpoint;
 mod commit;
 mod events;
+mod grouped;
 mod http;
 mod jobs;
 mod kv;
@@ -107,8 +109,6 @@ pub struct Db {
     /// Signalled after every commit that left something to deliver
     /// (messages, events), whoever made it: the delivery loop waits on it.
     deliverable: std::sync::Arc<tokio::sync::Notify>,
-    /// SQLite's reads on the caller's thread; none on PostgreSQL.
-    lite: Option<std::sync::Arc<sql::Lite>>,
     /// Signalled after every commit that left HTTP requests to send.
     sendable: std::sync::Arc<tokio::sync::Notify>,
     /// Signalled after every commit that queued or cancelled a job.
@@ -170,8 +170,7 @@ impl Db {
                 .to_path_buf();
             let usage = kv::Usage::default();
             let writer = writer::Writer::sqlite(&path, usage)?;
-            let lite = Some(std::sync::Arc::new(sql::Lite::new(path)));
-            Ok(Self::with(Backend::Sqlite, read, write, writer, lite))
+            Ok(Self::with(Backend::Sqlite, read, write, writer))
         } else {
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
@@ -181,30 +180,17 @@ impl Db {
                 .connect(url)
                 .await?;
             let writer = writer::Writer::postgres(pool.clone(), kv::Usage::default());
-            Ok(Self::with(
-                Backend::Postgres,
-                pool.clone(),
-                pool,
-                writer,
-                None,
-            ))
+            Ok(Self::with(Backend::Postgres, pool.clone(), pool, writer))
         }
     }
 
     /// A handle over the pools and the writer.
-    fn with(
-        backend: Backend,
-        read: AnyPool,
-        write: AnyPool,
-        writer: writer::Writer,
-        lite: Option<std::sync::Arc<sql::Lite>>,
-    ) -> Self {
+    fn with(backend: Backend, read: AnyPool, write: AnyPool, writer: writer::Writer) -> Self {
         Self {
             backend,
             read,
             write,
             deliverable: std::sync::Arc::default(),
-            lite,
             sendable: std::sync::Arc::default(),
             runnable: std::sync::Arc::default(),
             rescheduled: std::sync::Arc::default(),
@@ -280,8 +266,13 @@ impl Db {
     }
 
     /// The pass over `work` that started at `seen` found nothing due now.
-    pub fn none_due(&self, work: Work, seen: u64) {
+    /// While some of it may wait for a later try, every pass would look
+    /// again, so this asks once whether any is pending at all: when none
+    /// is, the commands after it skip the look (the console's flush has
+    /// no delivery loop to ask for it).
+    pub async fn none_due(&self, work: Work, seen: u64) -> Result<(), StoreError> {
         self.waiting.of(work).none_due(seen);
+        self.next_due(work).await.map(drop)
     }
 
     /// The pass over `work` that started at `seen` found nothing pending,
@@ -350,29 +341,37 @@ impl Db {
     }
 
     /// Runs a read of the hot path, handing its rows to `each` until it
-    /// says stop: on SQLite on this thread, on PostgreSQL with a pooled
-    /// connection.
+    /// says stop: on SQLite on this thread, through the writer's
+    /// connection (see [`writer::Writer::read`]); on PostgreSQL with a
+    /// pooled connection.
     async fn read_while(
         &self,
         q: &sql::Query,
         each: impl FnMut(sql::Row) -> Result<bool, StoreError> + Send,
     ) -> Result<(), StoreError> {
         use futures_util::FutureExt;
-        match &self.lite {
-            Some(lite) => {
-                let mut conn = lite.take()?;
-                let read = q
-                    .fetch_while(&mut sql::Conn::Lite(&mut conn), each)
+        match self.backend {
+            Backend::Sqlite => self.writer.read(|conn| {
+                q.fetch_while(&mut sql::Conn::Lite(conn), each)
                     .now_or_never()
-                    .unwrap_or_else(|| Err(StoreError::Db("an SQLite read waited".into())));
-                lite.give(conn);
-                read
-            }
-            None => {
+                    .unwrap_or_else(|| Err(StoreError::Db("an SQLite read waited".into())))
+            }),
+            Backend::Postgres => {
                 let mut conn = self.read.acquire().await?;
                 q.fetch_while(&mut sql::Conn::Any(&mut conn), each).await
             }
         }
+    }
+
+    /// Runs a read of the hot path: the first column of its first row.
+    async fn read_scalar<T: sql::Column>(&self, q: &sql::Query) -> Result<Option<T>, StoreError> {
+        let mut first = None;
+        self.read_while(q, |row| {
+            first = Some(row);
+            Ok(false)
+        })
+        .await?;
+        first.map(|r| r.get(0)).transpose()
     }
 
     /// Runs a read of the hot path: every row.
@@ -494,54 +493,49 @@ mod hot_path_tests {
                 .await?;
             db.kv_get("points", &format!("balance/{now}")).await?;
         }
-        let lite = db.lite.as_ref().expect("an SQLite database");
-        let conn = lite.take()?;
         for q in [
             super::outbox::HEADS,
             super::kv::SCAN_PREFIX,
             "SELECT value, version FROM plugin_kv WHERE plugin = $1 AND key = $2",
         ] {
-            let stmt = conn.prepare_cached(q)?;
-            let again = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+            let again = db.writer.reprepared(q).unwrap_or_default();
             assert_eq!(again, 0, "{q} was prepared again {again} times");
         }
-        lite.give(conn);
         Ok(())
+    }
+
+    /// What a `!points` command commits: its marker, reply and record.
+    fn points_commit(i: i64) -> super::Commit {
+        use super::{AuditRecord, Commit, Decision, OutMessage, Outcome, Target};
+        let audit = AuditRecord {
+            at_ms: 1_000 + i,
+            kind: "command",
+            actor: format!("@u{i}:local"),
+            room: Some("!r:local".into()),
+            command: "points".into(),
+            plugin: Some("points".into()),
+            plugin_version: Some("1".into()),
+            decision: Decision::NotChecked,
+            outcome: Outcome::Ok,
+            detail: None,
+            duration_us: i,
+        };
+        let reply = OutMessage::to(Target::Room("!r:local".into()), format!("reply {i}"));
+        Commit::only_audit(Some(format!("$m{i}")), audit, vec![reply])
     }
 
     /// The same for what every command writes.
     #[tokio::test]
     async fn hot_writes_are_prepared_once() -> anyhow::Result<()> {
-        use super::{AuditRecord, Commit, Decision, OutMessage, Outcome, Target};
         let (_dir, db) = sqlite().await?;
         for i in 0..20 {
-            let audit = AuditRecord {
-                at_ms: 1_000 + i,
-                kind: "command",
-                actor: format!("@u{i}:local"),
-                room: Some("!r:local".into()),
-                command: "points".into(),
-                plugin: Some("points".into()),
-                plugin_version: Some("1".into()),
-                decision: Decision::NotChecked,
-                outcome: Outcome::Ok,
-                detail: None,
-                duration_us: i,
-            };
-            let reply = OutMessage::to(Target::Room("!r:local".into()), format!("reply {i}"));
-            db.commit(&Commit::only_audit(
-                Some(format!("$m{i}")),
-                audit,
-                vec![reply],
-            ))
-            .await?;
+            db.commit(&points_commit(i)).await?;
             for head in db.outbox_heads(2_000 + i).await? {
                 db.outbox_delivered(head.id, 2_000 + i, Some("$e")).await?;
             }
         }
         for q in [
-            "INSERT INTO processed_messages (message_id, processed_ms) VALUES ($1, $2) \
-             ON CONFLICT (message_id) DO NOTHING",
+            super::commit::PROCESSED,
             super::outbox::INSERT,
             super::outbox::DELIVERED,
             super::audit::INSERT,
@@ -549,6 +543,29 @@ mod hot_path_tests {
             let again = db.writer.reprepared(q).unwrap_or_default();
             assert_eq!(again, 0, "{q} was prepared again {again} times");
         }
+        Ok(())
+    }
+
+    /// Commands do not checkpoint the WAL on every thousand pages, yet it
+    /// is copied into the file as they commit and then reused, so it stays
+    /// bounded. Without the checkpoint thread (which also tells the writer
+    /// when to catch up), 3,000 commits take it past 100 MB.
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_while_commands_commit() -> anyhow::Result<()> {
+        let (dir, db) = sqlite().await?;
+        for i in 0..3_000 {
+            db.commit(&points_commit(i)).await?;
+            for head in db.outbox_heads(5_000 + i).await? {
+                db.outbox_delivered(head.id, 5_000 + i, Some("$e")).await?;
+            }
+        }
+        let wal = std::fs::metadata(dir.path().join("t.db-wal"))?.len();
+        assert!(wal < 32 << 20, "the WAL grew to {wal} bytes");
+        let file = std::fs::metadata(dir.path().join("t.db"))?.len();
+        assert!(
+            file > 256 << 10,
+            "nothing was copied into the file ({file} bytes)"
+        );
         Ok(())
     }
 }

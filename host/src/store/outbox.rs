@@ -138,26 +138,67 @@ pub(super) const INSERT: &str = "INSERT INTO outbox (created_ms, target_kind, ta
 pub(super) const DELIVERED: &str = "UPDATE outbox SET delivered_ms = $1, attempts = attempts + 1, remote_id = $2 \
              WHERE id = $3";
 
+/// Any number of messages (PostgreSQL): `$1` is a JSON array of
+/// [`Stored`], given ids in its order.
+pub(super) const INSERT_MANY: &str = "INSERT INTO outbox (created_ms, target_kind, target, reply_to, \
+         thread_root, body, plugin, handle, edits) \
+         SELECT created_ms, target_kind, target, reply_to, thread_root, body, plugin, handle, edits \
+         FROM ROWS FROM (json_to_recordset($1::json) AS (created_ms bigint, target_kind text, \
+         target text, reply_to text, thread_root text, body text, plugin text, handle text, edits text)) \
+         WITH ORDINALITY AS x(created_ms, target_kind, target, reply_to, thread_root, body, plugin, \
+         handle, edits, n) ORDER BY n";
+
+/// A message as its row holds it.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct Stored<'a> {
+    created_ms: i64,
+    target_kind: &'static str,
+    target: &'a str,
+    reply_to: Option<&'a str>,
+    thread_root: Option<&'a str>,
+    body: std::borrow::Cow<'a, str>,
+    plugin: Option<&'a str>,
+    handle: Option<&'a str>,
+    edits: Option<&'a str>,
+}
+
+impl<'a> Stored<'a> {
+    pub(super) fn new(m: &'a OutMessage, now_ms: i64) -> Self {
+        let (target_kind, target) = match &m.target {
+            Target::Room(r) => ("room", r),
+            Target::User(u) => ("user", u),
+        };
+        Self {
+            created_ms: now_ms,
+            target_kind,
+            target,
+            reply_to: m.reply_to.as_deref(),
+            thread_root: m.thread_root.as_deref(),
+            // A body with NUL (a plugin's error text, say) is still delivered.
+            body: crate::text::storable(&m.body, usize::MAX),
+            plugin: m.plugin.as_deref(),
+            handle: m.handle.as_deref(),
+            edits: m.edit.as_ref().map(|e| e.of.as_str()),
+        }
+    }
+}
+
 pub(super) async fn insert(
     tx: &mut Conn<'_>,
     m: &OutMessage,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    let (kind, target) = match &m.target {
-        Target::Room(r) => ("room", r),
-        Target::User(u) => ("user", u),
-    };
+    let m = Stored::new(m, now_ms);
     query(INSERT)
-        .bind(now_ms)
-        .bind(kind)
-        .bind(target)
-        .bind(&m.reply_to)
-        .bind(&m.thread_root)
-        // A body with NUL (a plugin's error text, say) is still delivered.
-        .bind(crate::text::storable(&m.body, usize::MAX).into_owned())
-        .bind(&m.plugin)
-        .bind(&m.handle)
-        .bind(m.edit.as_ref().map(|e| &e.of))
+        .bind(m.created_ms)
+        .bind(m.target_kind)
+        .bind(m.target)
+        .bind(m.reply_to)
+        .bind(m.thread_root)
+        .bind(m.body.into_owned())
+        .bind(m.plugin)
+        .bind(m.handle)
+        .bind(m.edits)
         .execute(tx)
         .await?;
     Ok(())
@@ -175,13 +216,11 @@ impl Db {
 
     /// When the earliest waiting message is due again, if any waits.
     pub async fn outbox_next_attempt(&self) -> Result<Option<i64>, StoreError> {
-        let next: Option<i64> = sqlx::query_scalar(
+        let q = query(
             "SELECT MIN(COALESCE(next_attempt_ms, 0)) FROM outbox \
              WHERE delivered_ms IS NULL AND given_up_ms IS NULL",
-        )
-        .fetch_one(&self.read)
-        .await?;
-        Ok(next)
+        );
+        Ok(self.read_scalar::<Option<i64>>(&q).await?.flatten())
     }
 
     /// Marks a message delivered so it is never sent again, with the chat

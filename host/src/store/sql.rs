@@ -4,14 +4,11 @@
 //! Handing a statement to sqlx's SQLite worker thread and back costs tens
 //! of microseconds, many times what SQLite takes to run one of ours, and
 //! every command runs several. So on SQLite the store's hot path (commits,
-//! kv reads, the outbox) calls SQLite directly: reads on the caller's
-//! thread from a few kept connections ([`Lite`]), commits by whichever
-//! caller finds the write connection free (`writer`). PostgreSQL is a
-//! network round trip whatever the client, so
-//! it stays on sqlx. A query is written once, with `$n` parameters both
+//! kv reads, the outbox) calls SQLite directly, on the caller's thread,
+//! through the writer's one connection (`writer`): commits by whichever
+//! caller finds it free, reads between its batches. PostgreSQL is a
+//! network round trip whatever the client, so it stays on sqlx. A query is written once, with `$n` parameters both
 //! accept, and its rows are read by column index with [`Row::get`].
-
-use std::sync::{Mutex, PoisonError};
 
 use rusqlite::types::Value;
 
@@ -300,52 +297,6 @@ impl Conn<'_> {
     }
 }
 
-/// A few SQLite connections kept open for reads, each used by one caller
-/// at a time on the caller's thread (a read of ours takes microseconds).
-#[derive(Debug)]
-pub(super) struct Lite {
-    path: std::path::PathBuf,
-    idle: Mutex<Vec<rusqlite::Connection>>,
-}
-
-/// How many idle read connections are kept; more are opened when needed
-/// and closed after use.
-const KEPT_READERS: usize = 4;
-
-impl Lite {
-    /// Reads of the SQLite file at `path`.
-    pub(super) fn new(path: std::path::PathBuf) -> Self {
-        Self {
-            path,
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Opens a connection to the file with the settings every connection
-    /// of ours has.
-    pub(super) fn open(&self) -> Result<rusqlite::Connection, StoreError> {
-        open(&self.path)
-    }
-
-    /// A read connection, kept or new; hand it back with [`Lite::give`].
-    pub(super) fn take(&self) -> Result<rusqlite::Connection, StoreError> {
-        let kept = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        kept.map_or_else(|| self.open(), Ok)
-    }
-
-    /// Keeps `conn` for the next read, unless enough are kept.
-    pub(super) fn give(&self, conn: rusqlite::Connection) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < KEPT_READERS {
-            idle.push(conn);
-        }
-    }
-}
-
 /// What every connection to the SQLite file is set to, through either
 /// client: WAL, so readers run while the writer commits; NORMAL sync,
 /// durable across process crashes (the case that matters for "never lose
@@ -354,14 +305,10 @@ impl Lite {
 pub(super) const SETTINGS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
      PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
 
-/// A connection to the SQLite file at `path` with [`SETTINGS`], and the
-/// file mapped into memory, because every commit of the writer empties the
-/// readers' page caches and pages read again from the map are not copied.
+/// A connection to the SQLite file at `path` with [`SETTINGS`].
 pub(super) fn open(path: &std::path::Path) -> Result<rusqlite::Connection, StoreError> {
     let conn = rusqlite::Connection::open(path).map_err(classify)?;
     conn.execute_batch(SETTINGS).map_err(classify)?;
-    conn.execute_batch("PRAGMA mmap_size = 268435456;")
-        .map_err(classify)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

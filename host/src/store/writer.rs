@@ -11,6 +11,10 @@
 //! directly (`sql`); on PostgreSQL it is a task with one connection at a
 //! time from the pool.
 //!
+//! On SQLite the hot path's reads run on the writer's connection too
+//! ([`Writer::read`]), so its page cache stays warm, and the WAL is
+//! checkpointed by a thread of its own (`checkpoint`).
+//!
 //! A write that fails on its own (a replayed message, stale reads, data
 //! the database refuses, a full namespace) must not take the others with
 //! it: the transaction is rolled back, that caller gets its error, and the
@@ -23,8 +27,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::{self, Checkpoints};
 use super::sql::{Conn, Query};
-use super::{Commit, StoreError, commit, kv};
+use super::{Commit, StoreError, commit, grouped, kv};
 
 /// The most writes one transaction carries; bounds how long the first of
 /// a batch waits for the others' statements.
@@ -67,6 +72,7 @@ struct Lite {
     waiting: Mutex<Vec<Job>>,
     conn: Mutex<rusqlite::Connection>,
     usage: kv::Usage,
+    checkpoints: Checkpoints,
 }
 
 impl Lite {
@@ -91,6 +97,11 @@ impl Lite {
                 // Every statement runs inside the first poll.
                 let done = commit_batch(Via::Lite(&mut conn), batch, &self.usage).now_or_never();
                 debug_assert!(done.is_some(), "an SQLite write never waits");
+                if self.checkpoints.committed()
+                    && let Err(e) = checkpoint::passive(&conn)
+                {
+                    tracing::warn!("checkpointing the database: {e}");
+                }
             }
             drop(conn);
             if lock(&self.waiting).is_empty() {
@@ -113,10 +124,13 @@ impl std::fmt::Debug for Job {
 impl Writer {
     /// The SQLite writer, with its own connection to the file at `path`.
     pub(super) fn sqlite(path: &std::path::Path, usage: kv::Usage) -> Result<Self, StoreError> {
+        let conn = super::sql::open(path)?;
+        checkpoint::manual(&conn)?;
         Ok(Self(Arc::new(Queue::Lite(Lite {
             waiting: Mutex::new(Vec::new()),
-            conn: Mutex::new(super::sql::open(path)?),
+            conn: Mutex::new(conn),
             usage,
+            checkpoints: Checkpoints::start(path.to_path_buf())?,
         }))))
     }
 
@@ -147,6 +161,31 @@ impl Writer {
     /// flushed to disk before it is answered on PostgreSQL.
     pub(super) async fn mark(&self, q: Query) -> Result<u64, StoreError> {
         self.write(Write::Mark(q)).await
+    }
+
+    /// Runs `read` on the SQLite writer's connection, between its batches.
+    ///
+    /// A connection's page cache survives its own commits, while every
+    /// commit of another connection empties it (and, with the file mapped,
+    /// unmaps and maps it again: a TLB shootdown on every core). Reading
+    /// where we write keeps the pages a command reads warm; a read of ours
+    /// takes microseconds, so waiting for a batch in progress costs less
+    /// than reading everything again. Whatever queued meanwhile is
+    /// committed after, as when a commit finds the connection taken.
+    pub(super) fn read<R>(
+        &self,
+        read: impl FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        match self.0.as_ref() {
+            Queue::Lite(lite) => {
+                let result = read(&mut lock(&lite.conn));
+                lite.drain();
+                result
+            }
+            Queue::Any(_) => Err(StoreError::Db(
+                "an SQLite read on a PostgreSQL database".into(),
+            )),
+        }
     }
 
     /// How many times the writer's connection prepared `sql` again (SQLite).
@@ -187,6 +226,19 @@ enum Failure {
     One(usize, StoreError),
     /// Starting or committing the transaction failed.
     All(StoreError),
+    /// A statement written for the whole batch failed (`grouped`): which
+    /// write caused it shows when the batch is written one by one.
+    Grouped(StoreError),
+}
+
+impl From<grouped::Refusal> for Failure {
+    fn from(r: grouped::Refusal) -> Self {
+        match r {
+            grouped::Refusal::Duplicate(i, id) => Failure::One(i, StoreError::Duplicate(id)),
+            grouped::Refusal::Unattributed(e) if e.is_unavailable() => Failure::All(e),
+            grouped::Refusal::Unattributed(e) => Failure::Grouped(e),
+        }
+    }
 }
 
 /// The connection a writer commits through.
@@ -201,10 +253,12 @@ enum Via<'a> {
 /// every job. A job whose own statements fail is answered with that error
 /// and the rest are tried again without it.
 async fn commit_batch(mut via: Via<'_>, mut batch: Vec<Job>, usage: &kv::Usage) {
+    // Only PostgreSQL pays a round trip per statement.
+    let mut grouped = matches!(via, Via::Any(_));
     while !batch.is_empty() {
         let attempt = match &mut via {
             Via::Lite(conn) => lite_batch(conn, &batch, usage).await,
-            Via::Any(pool) => any_batch(pool, &batch, usage).await,
+            Via::Any(pool) => any_batch(pool, &batch, usage, grouped).await,
         };
         match attempt {
             Ok(changed) => {
@@ -217,7 +271,8 @@ async fn commit_batch(mut via: Via<'_>, mut batch: Vec<Job>, usage: &kv::Usage) 
                 let job = batch.remove(i);
                 let _ = job.done.send(Err(e));
             }
-            Err(Failure::One(_, e) | Failure::All(e)) => {
+            Err(Failure::Grouped(_)) if grouped => grouped = false,
+            Err(Failure::One(_, e) | Failure::All(e) | Failure::Grouped(e)) => {
                 for job in batch {
                     let _ = job.done.send(Err(copy(&e)));
                 }
@@ -227,16 +282,33 @@ async fn commit_batch(mut via: Via<'_>, mut batch: Vec<Job>, usage: &kv::Usage) 
     }
 }
 
-/// Applies every write of `batch` inside the open transaction on `conn`.
+/// Applies every write of `batch` inside the open transaction on `conn`;
+/// `grouped`: the rows every commit has go in one statement per table
+/// for the whole batch (see `grouped`).
 async fn apply_all(
     conn: &mut Conn<'_>,
     batch: &[Job],
     usage: &kv::Usage,
+    grouped: bool,
 ) -> Result<Vec<u64>, Failure> {
+    let commits: Vec<(usize, &Commit)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, job)| match &job.write {
+            Write::Commit(c) => Some((i, c.as_ref())),
+            Write::Mark(_) => None,
+        })
+        .collect();
+    let rows = if grouped && commits.len() > 1 {
+        grouped::insert(conn, &commits).await?;
+        commit::Rows::Own
+    } else {
+        commit::Rows::All
+    };
     let mut changed = Vec::with_capacity(batch.len());
     for (i, job) in batch.iter().enumerate() {
         let result = match &job.write {
-            Write::Commit(c) => commit::apply(conn, c, usage).await.map(|()| 0),
+            Write::Commit(c) => commit::apply(conn, c, usage, rows).await.map(|()| 0),
             Write::Mark(q) => q.execute(conn).await,
         };
         match result {
@@ -262,7 +334,7 @@ async fn lite_batch(
             .map_err(super::sql::classify)
     };
     control(conn, "BEGIN IMMEDIATE").map_err(Failure::All)?;
-    let applied = apply_all(&mut Conn::Lite(conn), batch, usage).await;
+    let applied = apply_all(&mut Conn::Lite(conn), batch, usage, false).await;
     let ended = match &applied {
         Ok(_) => control(conn, "COMMIT").map(|_| ()).map_err(Failure::All),
         Err(_) => Ok(()),
@@ -280,6 +352,7 @@ async fn any_batch(
     pool: &sqlx::AnyPool,
     batch: &[Job],
     usage: &kv::Usage,
+    grouped: bool,
 ) -> Result<Vec<u64>, Failure> {
     let mut tx = begin(pool).await.map_err(Failure::All)?;
     if batch.iter().all(|job| matches!(job.write, Write::Mark(_))) {
@@ -289,7 +362,7 @@ async fn any_batch(
             .map_err(|e| Failure::All(super::classify(e)))?;
     }
     // Dropping the transaction on an error rolls it back.
-    let changed = apply_all(&mut Conn::Any(&mut tx), batch, usage).await?;
+    let changed = apply_all(&mut Conn::Any(&mut tx), batch, usage, grouped).await?;
     tx.commit()
         .await
         .map_err(|e| Failure::All(super::classify(e)))?;
