@@ -432,26 +432,46 @@ impl Bot {
         }
     }
 
-    /// Sends the head message of every target that is due, a few targets
-    /// at a time, until no head is left: whether anything was sent.
+    /// Sends every due message, each target's in order and a few targets
+    /// at a time, until none is left: whether anything was sent.
+    ///
+    /// One pass at a time. A caller that finds a pass under way does not
+    /// wait for it (waiting made concurrent commands take turns through
+    /// every pass): the pass looks again after it lets go whenever a
+    /// commit left messages since it began, so nothing is left behind.
     async fn deliver_outbox(&self) -> anyhow::Result<bool> {
-        let _guard = self.flushing.lock().await;
-        let Some(seen) = self.db.waiting(Work::Messages) else {
-            return Ok(false);
-        };
         let mut progressed = false;
         loop {
-            let heads = self.db.outbox_heads(self.clock.now_ms()).await?;
-            if heads.is_empty() {
+            let Ok(guard) = self.flushing.try_lock() else {
+                return Ok(progressed);
+            };
+            let Some(seen) = self.db.waiting(Work::Messages) else {
+                return Ok(progressed);
+            };
+            progressed |= self.outbox_pass(seen).await?;
+            drop(guard);
+            if !matches!(self.db.waiting(Work::Messages), Some(now) if now != seen) {
+                return Ok(progressed);
+            }
+        }
+    }
+
+    /// One pass of [`Bot::deliver_outbox`], from the mark `seen`.
+    async fn outbox_pass(&self, seen: u64) -> anyhow::Result<bool> {
+        use futures_util::StreamExt as _;
+        let mut progressed = false;
+        loop {
+            let due = self.db.outbox_due(self.clock.now_ms()).await?;
+            if due.is_empty() {
                 self.db.none_due(Work::Messages, seen).await?;
                 return Ok(progressed);
             }
+            let mut runs = futures_util::stream::iter(by_target(due))
+                .map(|run| self.send_run(run))
+                .buffer_unordered(PARALLEL_SENDS);
             let mut any = false;
-            for targets in heads.chunks(PARALLEL_SENDS) {
-                let sends: Vec<_> = targets.iter().cloned().map(|p| self.send(p)).collect();
-                for sent in futures_util::future::join_all(sends).await {
-                    any |= sent?;
-                }
+            while let Some(sent) = runs.next().await {
+                any |= sent?;
             }
             if !any {
                 return Ok(progressed);
@@ -460,23 +480,66 @@ impl Bot {
         }
     }
 
-    /// Sends one message: whether it went out. A failure is retried with
-    /// growing delays; a permanent one, or the last allowed, gives it up,
-    /// on record and reported to the admins once.
-    async fn send(&self, mut p: PendingMessage) -> anyhow::Result<bool> {
+    /// Sends one target's due messages in order until one fails: whether
+    /// any went out. They are marked delivered together when the run ends
+    /// (one writer turn for the run, not one each; a crash before that
+    /// sends them again under the same keys, which the network drops), and
+    /// an edit of a message sent earlier in the run takes its id from here.
+    async fn send_run(&self, run: Vec<PendingMessage>) -> anyhow::Result<bool> {
+        let mut sent: Vec<(i64, Option<String>)> = Vec::new();
+        let mut remote_ids: Vec<(String, String)> = Vec::new();
+        let mut failed = None;
+        for p in run {
+            let (id, handle) = (p.id, p.message.handle.clone());
+            match self.send(p, &remote_ids).await {
+                Ok(Some(remote_id)) => {
+                    if let (Some(handle), Some(remote)) = (handle, &remote_id) {
+                        remote_ids.push((handle, remote.clone()));
+                    }
+                    sent.push((id, remote_id));
+                }
+                // The rest of this target waits for it.
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let now = self.clock.now_ms();
+        let marks = sent
+            .iter()
+            .map(|(id, remote_id)| self.db.outbox_delivered(*id, now, remote_id.as_deref()));
+        for marked in futures_util::future::join_all(marks).await {
+            marked?;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(!sent.is_empty()),
+        }
+    }
+
+    /// Sends one message: its id on the network once it went out (marking
+    /// it delivered is the caller's), none if it did not. A failure is
+    /// retried with growing delays; a permanent one, or the last allowed,
+    /// gives it up, on record and reported to the admins once.
+    /// `sent_before`: handles and network ids of messages just sent.
+    async fn send(
+        &self,
+        mut p: PendingMessage,
+        sent_before: &[(String, String)],
+    ) -> anyhow::Result<Option<Option<String>>> {
         let key = format!("ikkyu-{}-{}", p.id, p.created_ms);
         if let Some(edit) = &mut p.message.edit {
             // Its original went to the same target before it, delivered or
             // given up: an edit never overtakes what it edits.
-            edit.remote_id = self.db.outbox_remote_id(&edit.of).await?;
+            edit.remote_id = match sent_before.iter().find(|(h, _)| *h == edit.of) {
+                Some((_, remote)) => Some(remote.clone()),
+                None => self.db.outbox_remote_id(&edit.of).await?,
+            };
         }
         let e = match self.sink.deliver(&key, &p.message).await {
-            Ok(remote_id) => {
-                self.db
-                    .outbox_delivered(p.id, self.clock.now_ms(), remote_id.as_deref())
-                    .await?;
-                return Ok(true);
-            }
+            Ok(remote_id) => return Ok(Some(remote_id)),
             Err(e) => e,
         };
         let attempts = p.attempts + 1;
@@ -487,7 +550,7 @@ impl Bot {
             self.db
                 .outbox_failed(p.id, &e.to_string(), now, Some(retry))
                 .await?;
-            return Ok(false);
+            return Ok(None);
         }
         tracing::error!(attempts, "giving up a message: {e}");
         self.db
@@ -522,7 +585,7 @@ impl Bot {
         self.attempts
             .settle(&Commit::only_audit(None, audit, notices), &key)
             .await?;
-        Ok(false)
+        Ok(None)
     }
 
     /// One pass over pending event deliveries, subscriber by subscriber, so
@@ -794,6 +857,22 @@ pub fn redact(url: &str) -> String {
         },
         None => url.clone(),
     }
+}
+
+/// Due messages grouped by target, each group in the order given, the
+/// groups in the order of their first message.
+fn by_target(due: Vec<PendingMessage>) -> Vec<Vec<PendingMessage>> {
+    let mut runs: Vec<Vec<PendingMessage>> = Vec::new();
+    for p in due {
+        match runs.iter_mut().find(|run| {
+            run.first()
+                .is_some_and(|q| q.message.target == p.message.target)
+        }) {
+            Some(run) => run.push(p),
+            None => runs.push(vec![p]),
+        }
+    }
+    runs
 }
 
 #[cfg(test)]

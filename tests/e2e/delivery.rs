@@ -209,6 +209,84 @@ async fn a_reply_alone_leaves_nothing_else_to_look_for(
     Ok(())
 }
 
+/// Gives every message a network id (`$ev<n>`) and records, in order,
+/// each body with the id of the message it edits, as the homeserver would
+/// see them.
+#[derive(Clone, Default)]
+struct IdSink(Arc<Mutex<Vec<Sent>>>);
+
+/// A body as sent, with the network id of the message it edits.
+type Sent = (String, Option<String>);
+
+impl ChatSink for IdSink {
+    fn deliver<'a>(
+        &'a self,
+        _key: &'a str,
+        message: &'a OutMessage,
+    ) -> BoxFuture<'a, Result<Option<String>, ChatError>> {
+        Box::pin(async move {
+            let mut seen = self.0.lock().map_err(|_| ChatError {
+                target: "ids".into(),
+                message: "poisoned".into(),
+                permanent: true,
+            })?;
+            let edits = message.edit.as_ref().and_then(|e| e.remote_id.clone());
+            seen.push((message.body.clone(), edits));
+            Ok(Some(format!("$ev{}", seen.len())))
+        })
+    }
+}
+
+/// Messages to one room that are due together go out in order, and an
+/// edit of a message sent just before it (its id known only from that
+/// send, not yet marked delivered) is sent as an edit of it.
+async fn a_room_s_queue_goes_out_in_order_with_its_edits(
+    db_url: &str,
+    data: &Path,
+) -> anyhow::Result<()> {
+    let clock: SharedClock = Arc::new(ManualClock::new(START));
+    let sink = IdSink::default();
+    let bot = start_bot_into(db_url, data, "", clock, Arc::new(sink.clone())).await?;
+    let room = Target::Room("!ops:local".into());
+    let mut progress = OutMessage::to(room.clone(), "deploy: 0/2".into());
+    progress.handle = Some("progress-1".into());
+    let mut done = OutMessage::to(room.clone(), "deploy: 2/2 ✅".into());
+    done.edit = Some(ikkyu::store::Edit {
+        of: "progress-1".into(),
+        remote_id: None,
+    });
+    let messages = vec![
+        OutMessage::to(room.clone(), "first".into()),
+        progress,
+        OutMessage::to(room.clone(), "между".into()),
+        done,
+    ];
+    let audit = ikkyu_e2e::command_record("@root:local", "deploy", START);
+    bot.db
+        .commit(&Commit::only_audit(None, audit, messages))
+        .await?;
+    bot.flush().await?;
+    let seen = sink.0.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(
+        seen,
+        vec![
+            ("first".to_owned(), None),
+            ("deploy: 0/2".to_owned(), None),
+            ("между".to_owned(), None),
+            ("deploy: 2/2 ✅".to_owned(), Some("$ev2".to_owned())),
+        ]
+    );
+    bot.flush().await?;
+    assert_eq!(sink.0.lock().map(|s| s.len()).unwrap_or(0), 4, "sent once");
+    bot.shutdown().await;
+    Ok(())
+}
+
+on_both!(
+    a_room_s_queue_goes_out_in_order_with_its_edits,
+    a_room_s_queue_goes_out_in_order_with_its_edits_on_sqlite,
+    a_room_s_queue_goes_out_in_order_with_its_edits_on_postgres
+);
 on_both!(
     a_reply_alone_leaves_nothing_else_to_look_for,
     a_reply_alone_leaves_nothing_else_to_look_for_on_sqlite,

@@ -488,13 +488,13 @@ mod hot_path_tests {
     async fn hot_reads_are_prepared_once() -> anyhow::Result<()> {
         let (_dir, db) = sqlite().await?;
         for now in 0..20 {
-            db.outbox_heads(now).await?;
+            db.outbox_due(now).await?;
             db.kv_scan("points", &format!("balance/{now}"), 1 << 20)
                 .await?;
             db.kv_get("points", &format!("balance/{now}")).await?;
         }
         for q in [
-            super::outbox::HEADS,
+            super::outbox::DUE,
             super::kv::SCAN_PREFIX,
             "SELECT value, version FROM plugin_kv WHERE plugin = $1 AND key = $2",
         ] {
@@ -530,7 +530,7 @@ mod hot_path_tests {
         let (_dir, db) = sqlite().await?;
         for i in 0..20 {
             db.commit(&points_commit(i)).await?;
-            for head in db.outbox_heads(2_000 + i).await? {
+            for head in db.outbox_due(2_000 + i).await? {
                 db.outbox_delivered(head.id, 2_000 + i, Some("$e")).await?;
             }
         }
@@ -555,7 +555,7 @@ mod hot_path_tests {
         let (dir, db) = sqlite().await?;
         for i in 0..3_000 {
             db.commit(&points_commit(i)).await?;
-            for head in db.outbox_heads(5_000 + i).await? {
+            for head in db.outbox_due(5_000 + i).await? {
                 db.outbox_delivered(head.id, 5_000 + i, Some("$e")).await?;
             }
         }

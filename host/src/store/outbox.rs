@@ -118,16 +118,17 @@ pub struct PendingMessage {
     pub attempts: i64,
 }
 
-/// The head of every target's queue that is due at `$1`, oldest first.
-/// The limit (100) is written in: SQLite prepares a
-/// statement again every time a parameter its plan looked at is bound,
-/// and it looks at `LIMIT`'s.
-pub(super) const HEADS: &str = "SELECT o.id, o.target_kind, o.target, o.reply_to, o.body, o.attempts, o.thread_root, \
+/// Every message due at `$1`, oldest first: due itself, with no earlier
+/// message of its target waiting for a later try (only a target's head is
+/// ever tried, so the rest of its queue is due with it). The limit (100)
+/// is written in: SQLite prepares a statement again every time a
+/// parameter its plan looked at is bound, and it looks at `LIMIT`'s.
+pub(super) const DUE: &str = "SELECT o.id, o.target_kind, o.target, o.reply_to, o.body, o.attempts, o.thread_root, \
              o.created_ms, o.plugin, o.handle, o.edits FROM outbox o WHERE o.delivered_ms IS NULL AND o.given_up_ms IS NULL \
              AND COALESCE(o.next_attempt_ms, 0) <= $1 \
              AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.target_kind = o.target_kind \
                  AND p.target = o.target AND p.delivered_ms IS NULL AND p.given_up_ms IS NULL \
-                 AND p.id < o.id) \
+                 AND p.id < o.id AND COALESCE(p.next_attempt_ms, 0) > $1) \
              ORDER BY o.id LIMIT 100";
 
 /// One message into the outbox.
@@ -205,12 +206,11 @@ pub(super) async fn insert(
 }
 
 impl Db {
-    /// The oldest undelivered message of each target whose next attempt is
-    /// due at `now_ms`, oldest first, at most 100. Order is
-    /// kept per target: a message waits for the ones before it to the same
-    /// room or user, never for another target's.
-    pub async fn outbox_heads(&self, now_ms: i64) -> Result<Vec<PendingMessage>, StoreError> {
-        let q = query(HEADS).bind(now_ms);
+    /// The undelivered messages due at `now_ms`, oldest first, at most
+    /// 100. Order is kept per target: a message waits for the ones before
+    /// it to the same room or user, never for another target's.
+    pub async fn outbox_due(&self, now_ms: i64) -> Result<Vec<PendingMessage>, StoreError> {
+        let q = query(DUE).bind(now_ms);
         self.read_all(&q).await?.iter().map(pending_of).collect()
     }
 
