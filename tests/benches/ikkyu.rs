@@ -297,22 +297,10 @@ async fn deploy_overhead(data: &Path) -> anyhow::Result<(Stats, Stats)> {
 /// plugin and no delivery: how many commits per second the group commit
 /// takes in.
 async fn group_commit(db_url: &str, callers: usize, n: usize) -> anyhow::Result<f64> {
-    use ikkyu::store::{AuditRecord, Commit, Decision, OutMessage, Outcome, Target};
+    use ikkyu::store::{Commit, OutMessage, Target};
     let db = Arc::new(Db::open(db_url).await?);
     let commit = |i: usize| {
-        let audit = AuditRecord {
-            at_ms: 1_000,
-            kind: "command",
-            actor: format!("@u{}:local", i % 50),
-            room: Some("!r:local".into()),
-            command: "points".into(),
-            plugin: Some("points".into()),
-            plugin_version: Some("1".into()),
-            decision: Decision::NotChecked,
-            outcome: Outcome::Ok,
-            detail: None,
-            duration_us: 10,
-        };
+        let audit = ikkyu_e2e::command_record(&format!("@u{}:local", i % 50), "points", 1_000);
         let reply = OutMessage::to(Target::Room("!r:local".into()), format!("reply {i}"));
         Commit::only_audit(Some(format!("$bench-{i}")), audit, vec![reply])
     };
