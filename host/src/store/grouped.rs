@@ -75,7 +75,7 @@ async fn processed(tx: &mut Conn<'_>, commits: &[(usize, &Commit)]) -> Result<()
             Ok(true)
         })
         .await
-        .map_err(attribute)?;
+        .map_err(Refusal::Unattributed)?;
     for (i, c) in commits {
         if let Some(id) = &c.processed
             && !inserted.remove(id)
@@ -96,13 +96,9 @@ async fn many<T: serde::Serialize>(
         .execute(tx)
         .await
         .map(drop)
-        .map_err(attribute)
+        .map_err(Refusal::Unattributed)
 }
 
 fn json<T: serde::Serialize + ?Sized>(rows: &T) -> Result<String, Refusal> {
     serde_json::to_string(rows).map_err(|e| Refusal::Unattributed(StoreError::Refused(Box::new(e))))
-}
-
-fn attribute(e: StoreError) -> Refusal {
-    Refusal::Unattributed(e)
 }

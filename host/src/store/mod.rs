@@ -363,15 +363,14 @@ impl Db {
         }
     }
 
-    /// Runs a read of the hot path: the first column of its first row.
+    /// Runs a read of the hot path that gives one row (an aggregate): its
+    /// first column.
     async fn read_scalar<T: sql::Column>(&self, q: &sql::Query) -> Result<Option<T>, StoreError> {
-        let mut first = None;
-        self.read_while(q, |row| {
-            first = Some(row);
-            Ok(false)
-        })
-        .await?;
-        first.map(|r| r.get(0)).transpose()
+        self.read_all(q)
+            .await?
+            .first()
+            .map(|r| r.get(0))
+            .transpose()
     }
 
     /// Runs a read of the hot path: every row.
