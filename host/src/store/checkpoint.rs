@@ -17,11 +17,21 @@
 //! last pass and two flushes, once in about three hundred commands
 //! instead of a whole checkpoint once in forty. The WAL stays under about
 //! `LIMIT` pages (16 MiB).
+//!
+//! The writer learns the WAL's size from SQLite itself (its WAL hook,
+//! called at the end of each of the writer's commits), and when it must
+//! catch up it waits for its turn: the thread and the writer checkpoint
+//! one at a time. A checkpoint that finds another under way gives up at
+//! once (SQLite's checkpoint lock does not wait), so a writer trying
+//! beside a slow thread pass gave up batch after batch while the WAL kept
+//! growing; on two busy cores it reached 68 MB. Waiting for the thread's
+//! pass costs the writer at most that pass, once in a few hundred
+//! commands, and the bound then holds however the threads are scheduled.
 
+use std::cell::Cell;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 
 use super::StoreError;
 
@@ -32,13 +42,33 @@ const EVERY: u32 = 32;
 /// starts over: four times SQLite's own threshold.
 const LIMIT: i64 = 4_000;
 
-/// The writer's side: counts batches, wakes the thread, and says when the
-/// writer must checkpoint itself.
+thread_local! {
+    /// The WAL's size in pages after the last commit made on this thread
+    /// by a connection with [`count`] as its hook. The SQLite writer is
+    /// whichever caller finds the connection free, and it reads this right
+    /// after its batch, on the same thread, before anything else commits
+    /// there.
+    static PAGES: Cell<i32> = const { Cell::new(0) };
+}
+
+/// SQLite's WAL hook on the writer's connection. A plain function (that is
+/// what rusqlite takes), so it reports through [`PAGES`].
+fn count(_: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    PAGES.set(pages);
+    Ok(())
+}
+
+/// The writer's side: counts batches, wakes the thread, and catches the
+/// WAL up when it is long.
 #[derive(Debug)]
 pub(super) struct Checkpoints {
     wake: mpsc::SyncSender<()>,
     batches: AtomicU32,
-    behind: Arc<AtomicBool>,
+    /// Held by whoever checkpoints: the thread or the writer.
+    turn: Arc<Mutex<()>>,
+    /// Batches between two wake-ups of the thread: [`EVERY`], or what a
+    /// test sets (0: never, a thread that never gets to run).
+    every: AtomicU32,
 }
 
 impl Checkpoints {
@@ -46,46 +76,67 @@ impl Checkpoints {
     /// when this is dropped.
     pub(super) fn start(path: PathBuf) -> Result<Self, StoreError> {
         let (wake, woken) = mpsc::sync_channel::<()>(1);
-        let behind = Arc::new(AtomicBool::new(false));
-        let flag = behind.clone();
+        let turn = Arc::new(Mutex::new(()));
+        let theirs = turn.clone();
         std::thread::Builder::new()
             .name("ikkyu-checkpoint".into())
-            .spawn(move || run(&path, &woken, &flag))
+            .spawn(move || run(&path, &woken, &theirs))
             .map_err(|e| StoreError::Db(Box::new(e)))?;
         Ok(Self {
             wake,
             batches: AtomicU32::new(0),
-            behind,
+            turn,
+            every: AtomicU32::new(EVERY),
         })
     }
 
-    /// The writer committed a batch: whether it must catch the WAL up now
-    /// (see the module's comment).
-    pub(super) fn committed(&self) -> bool {
-        if self.batches.fetch_add(1, Ordering::Relaxed) % EVERY == EVERY - 1 {
+    /// From now on the thread is woken every `batches` batches, or never
+    /// (0), as on a machine too busy to schedule it.
+    #[cfg(test)]
+    pub(super) fn wake_every(&self, batches: u32) {
+        self.every.store(batches, Ordering::Relaxed);
+    }
+
+    /// The writer committed a batch through `conn` on this thread: wakes
+    /// the thread every [`EVERY`] batches, and catches the WAL up past
+    /// [`LIMIT`] pages, after any thread pass under way.
+    pub(super) fn committed(&self, conn: &rusqlite::Connection) {
+        let every = self.every.load(Ordering::Relaxed);
+        if every > 0 && self.batches.fetch_add(1, Ordering::Relaxed) % every == every - 1 {
             // Already woken and not yet running is as good as woken again.
             let _ = self.wake.try_send(());
         }
-        self.behind.swap(false, Ordering::Relaxed)
+        if i64::from(PAGES.take()) > LIMIT {
+            let _turn = lock(&self.turn);
+            if let Err(e) = passive(conn) {
+                tracing::warn!("checkpointing the database: {e}");
+            }
+        }
     }
 }
 
-/// Turns automatic checkpoints off on the writer's connection.
+/// Turns automatic checkpoints off on the writer's connection and has it
+/// report the WAL's size after each commit. In this order: the pragma
+/// replaces the connection's WAL hook.
 pub(super) fn manual(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
-        .map_err(super::sql::classify)
+        .map_err(super::sql::classify)?;
+    conn.wal_hook(Some(count));
+    Ok(())
 }
 
 /// Copies what it can of the WAL into the file, without waiting for the
-/// writer or readers: the WAL's size in pages after it.
-pub(super) fn passive(conn: &rusqlite::Connection) -> Result<i64, StoreError> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        row.get::<_, i64>(1)
-    })
-    .map_err(super::sql::classify)
+/// writer or readers.
+fn passive(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        .map_err(super::sql::classify)
 }
 
-fn run(path: &std::path::Path, woken: &mpsc::Receiver<()>, behind: &AtomicBool) {
+fn lock(turn: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    turn.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn run(path: &std::path::Path, woken: &mpsc::Receiver<()>, turn: &Mutex<()>) {
     let mut conn = None;
     while woken.recv().is_ok() {
         if conn.is_none() {
@@ -94,13 +145,10 @@ fn run(path: &std::path::Path, woken: &mpsc::Receiver<()>, behind: &AtomicBool) 
                 .ok();
         }
         let Some(c) = &conn else { continue };
-        match passive(c) {
-            Ok(pages) => behind.store(pages > LIMIT, Ordering::Relaxed),
-            Err(e) => {
-                tracing::warn!("checkpointing the database: {e}; the writer will");
-                behind.store(true, Ordering::Relaxed);
-                conn = None;
-            }
+        let _turn = lock(turn);
+        if let Err(e) = passive(c) {
+            tracing::warn!("checkpointing the database: {e}; the writer will once the WAL is long");
+            conn = None;
         }
     }
 }

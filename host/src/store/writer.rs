@@ -97,11 +97,7 @@ impl Lite {
                 // Every statement runs inside the first poll.
                 let done = commit_batch(Via::Lite(&mut conn), batch, &self.usage).now_or_never();
                 debug_assert!(done.is_some(), "an SQLite write never waits");
-                if self.checkpoints.committed()
-                    && let Err(e) = checkpoint::passive(&conn)
-                {
-                    tracing::warn!("checkpointing the database: {e}");
-                }
+                self.checkpoints.committed(&conn);
             }
             drop(conn);
             if lock(&self.waiting).is_empty() {
@@ -185,6 +181,15 @@ impl Writer {
             Queue::Any(_) => Err(StoreError::Db(
                 "an SQLite read on a PostgreSQL database".into(),
             )),
+        }
+    }
+
+    /// The SQLite checkpoint thread is woken every `batches` batches from
+    /// now on, or never (0).
+    #[cfg(test)]
+    pub(super) fn wake_checkpoints_every(&self, batches: u32) {
+        if let Queue::Lite(lite) = self.0.as_ref() {
+            lite.checkpoints.wake_every(batches);
         }
     }
 
