@@ -58,7 +58,7 @@ pub(super) struct Writer(Arc<Queue>);
 enum Queue {
     /// SQLite: whoever finds the connection free commits everything
     /// waiting, on its own thread (see [`Lite::drain`]).
-    Lite(Lite),
+    Lite(Box<Lite>),
     /// PostgreSQL: a task takes what is waiting.
     Any(mpsc::UnboundedSender<Job>),
 }
@@ -122,12 +122,12 @@ impl Writer {
     pub(super) fn sqlite(path: &std::path::Path, usage: kv::Usage) -> Result<Self, StoreError> {
         let conn = super::sql::open(path)?;
         checkpoint::manual(&conn)?;
-        Ok(Self(Arc::new(Queue::Lite(Lite {
+        Ok(Self(Arc::new(Queue::Lite(Box::new(Lite {
             waiting: Mutex::new(Vec::new()),
             conn: Mutex::new(conn),
             usage,
             checkpoints: Checkpoints::start(path.to_path_buf())?,
-        }))))
+        })))))
     }
 
     /// Starts the PostgreSQL writer as a task on the current runtime. It
