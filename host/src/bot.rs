@@ -24,8 +24,8 @@ use crate::registry::Registry;
 use crate::runtime::{CallOutcome, CallState, LoadedPlugin, PluginError, Runtime};
 use crate::schedule::{Pass, Scheduler};
 use crate::store::{
-    AuditRecord, Commit, Cutoffs, Db, Decision, DeliveryUpdate, OutMessage, Outcome,
-    PendingMessage, Pruned, Target, Work, is_unavailable,
+    AuditRecord, Commit, Cutoffs, Db, Decision, DeliveryUpdate, OUTBOX_DUE_AT_MOST, OutMessage,
+    Outcome, PendingMessage, Pruned, Target, Work, is_unavailable,
 };
 
 /// Events emitted by event handlers may cause further events; past this
@@ -457,6 +457,11 @@ impl Bot {
     }
 
     /// One pass of [`Bot::deliver_outbox`], from the mark `seen`.
+    ///
+    /// When a read was not cut short, every message it found went out and
+    /// no commit left messages since the pass began, nothing can be due:
+    /// the pass ends without reading again (the read that finds nothing
+    /// was a database round trip per command on PostgreSQL).
     async fn outbox_pass(&self, seen: u64) -> anyhow::Result<bool> {
         use futures_util::StreamExt as _;
         let mut progressed = false;
@@ -466,26 +471,31 @@ impl Bot {
                 self.db.none_due(Work::Messages, seen).await?;
                 return Ok(progressed);
             }
+            let (found, whole) = (due.len(), due.len() < OUTBOX_DUE_AT_MOST);
             let mut runs = futures_util::stream::iter(by_target(due))
                 .map(|run| self.send_run(run))
                 .buffer_unordered(PARALLEL_SENDS);
-            let mut any = false;
-            while let Some(sent) = runs.next().await {
-                any |= sent?;
+            let mut sent = 0;
+            while let Some(n) = runs.next().await {
+                sent += n?;
             }
-            if !any {
+            if sent == 0 {
                 return Ok(progressed);
             }
             progressed = true;
+            if whole && sent == found && self.db.waiting(Work::Messages) == Some(seen) {
+                self.db.none_due(Work::Messages, seen).await?;
+                return Ok(true);
+            }
         }
     }
 
-    /// Sends one target's due messages in order until one fails: whether
-    /// any went out. They are marked delivered together when the run ends
+    /// Sends one target's due messages in order until one fails: how many
+    /// went out. They are marked delivered together when the run ends
     /// (one writer turn for the run, not one each; a crash before that
     /// sends them again under the same keys, which the network drops), and
     /// an edit of a message sent earlier in the run takes its id from here.
-    async fn send_run(&self, run: Vec<PendingMessage>) -> anyhow::Result<bool> {
+    async fn send_run(&self, run: Vec<PendingMessage>) -> anyhow::Result<usize> {
         let mut sent: Vec<(i64, Option<String>)> = Vec::new();
         let mut remote_ids: Vec<(String, String)> = Vec::new();
         let mut failed = None;
@@ -515,7 +525,7 @@ impl Bot {
         }
         match failed {
             Some(e) => Err(e),
-            None => Ok(!sent.is_empty()),
+            None => Ok(sent.len()),
         }
     }
 

@@ -123,6 +123,10 @@ pub struct PendingMessage {
 /// ever tried, so the rest of its queue is due with it). The limit (100)
 /// is written in: SQLite prepares a statement again every time a
 /// parameter its plan looked at is bound, and it looks at `LIMIT`'s.
+/// The most messages one [`Db::outbox_due`] returns (the `LIMIT` of
+/// [`DUE`]): fewer means it found every due message.
+pub const DUE_AT_MOST: usize = 100;
+
 pub(super) const DUE: &str = "SELECT o.id, o.target_kind, o.target, o.reply_to, o.body, o.attempts, o.thread_root, \
              o.created_ms, o.plugin, o.handle, o.edits FROM outbox o WHERE o.delivered_ms IS NULL AND o.given_up_ms IS NULL \
              AND COALESCE(o.next_attempt_ms, 0) <= $1 \
@@ -320,6 +324,12 @@ fn pending_of(r: &Row) -> Result<PendingMessage, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bot trusts a read shorter than this to hold every due message.
+    #[test]
+    fn the_due_read_returns_at_most_its_limit() {
+        assert!(DUE.ends_with(&format!("LIMIT {DUE_AT_MOST}")));
+    }
 
     fn to(body: &str) -> String {
         OutMessage::to(Target::User("@root:local".into()), body.into())

@@ -359,13 +359,8 @@ async fn any_batch(
     usage: &kv::Usage,
     grouped: bool,
 ) -> Result<Vec<u64>, Failure> {
-    let mut tx = begin(pool).await.map_err(Failure::All)?;
-    if batch.iter().all(|job| matches!(job.write, Write::Mark(_))) {
-        use sqlx::Executor;
-        tx.execute("SET LOCAL synchronous_commit TO OFF")
-            .await
-            .map_err(|e| Failure::All(super::classify(e)))?;
-    }
+    let lazy = batch.iter().all(|job| matches!(job.write, Write::Mark(_)));
+    let mut tx = begin(pool, lazy).await.map_err(Failure::All)?;
     // Dropping the transaction on an error rolls it back.
     let changed = apply_all(&mut Conn::Any(&mut tx), batch, usage, grouped).await?;
     tx.commit()
@@ -375,10 +370,18 @@ async fn any_batch(
 }
 
 /// Starts a serializable PostgreSQL transaction in one round trip: the
-/// isolation level comes with the BEGIN.
-async fn begin(pool: &sqlx::AnyPool) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+/// isolation level comes with the BEGIN, and so, for a batch of only
+/// [`Writer::mark`]s (`lazy`), that its commit is not waited to be on disk.
+async fn begin(
+    pool: &sqlx::AnyPool,
+    lazy: bool,
+) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
     Ok(pool
-        .begin_with("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        .begin_with(if lazy {
+            "BEGIN ISOLATION LEVEL SERIALIZABLE; SET LOCAL synchronous_commit TO OFF"
+        } else {
+            "BEGIN ISOLATION LEVEL SERIALIZABLE"
+        })
         .await?)
 }
 
