@@ -31,9 +31,10 @@
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 
 use super::StoreError;
+use super::writer::lock;
 
 /// Batches between two wake-ups of the checkpoint thread.
 const EVERY: u32 = 32;
@@ -130,10 +131,6 @@ pub(super) fn manual(conn: &rusqlite::Connection) -> Result<(), StoreError> {
 fn passive(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
         .map_err(super::sql::classify)
-}
-
-fn lock(turn: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
-    turn.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn run(path: &std::path::Path, woken: &mpsc::Receiver<()>, turn: &Mutex<()>) {
