@@ -516,12 +516,8 @@ impl Bot {
                 }
             }
         }
-        let now = self.clock.now_ms();
-        let marks = sent
-            .iter()
-            .map(|(id, remote_id)| self.db.outbox_delivered(*id, now, remote_id.as_deref()));
-        for marked in futures_util::future::join_all(marks).await {
-            marked?;
+        if !sent.is_empty() {
+            self.db.outbox_delivered(self.clock.now_ms(), &sent).await?;
         }
         match failed {
             Some(e) => Err(e),

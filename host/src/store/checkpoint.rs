@@ -98,6 +98,12 @@ impl Checkpoints {
         self.every.store(batches, Ordering::Relaxed);
     }
 
+    /// Batches the writer committed so far.
+    #[cfg(test)]
+    pub(super) fn batches(&self) -> u32 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
     /// The writer committed a batch through `conn` on this thread: wakes
     /// the thread every [`EVERY`] batches, and catches the WAL up past
     /// [`LIMIT`] pages, after any thread pass under way.

@@ -503,6 +503,29 @@ mod hot_path_tests {
         Ok(())
     }
 
+    /// A run of messages to one target is marked delivered in one
+    /// transaction, not one each (on SQLite a mark queued alone was
+    /// committed at once).
+    #[tokio::test]
+    async fn a_run_s_marks_share_one_transaction() -> anyhow::Result<()> {
+        let (_dir, db) = sqlite().await?;
+        for i in 0..3 {
+            db.commit(&points_commit(i)).await?;
+        }
+        let sent: Vec<(i64, Option<String>)> = db
+            .outbox_due(2_000)
+            .await?
+            .iter()
+            .map(|m| (m.id, Some(format!("$e{}", m.id))))
+            .collect();
+        assert_eq!(sent.len(), 3);
+        let before = db.writer.batches();
+        db.outbox_delivered(2_000, &sent).await?;
+        assert_eq!(db.writer.batches(), before.map(|n| n + 1));
+        assert!(db.outbox_due(2_000).await?.is_empty(), "all three marked");
+        Ok(())
+    }
+
     /// What a `!points` command commits: its marker, reply and record.
     fn points_commit(i: i64) -> super::Commit {
         use super::{AuditRecord, Commit, Decision, OutMessage, Outcome, Target};
@@ -530,7 +553,8 @@ mod hot_path_tests {
         for i in 0..20 {
             db.commit(&points_commit(i)).await?;
             for head in db.outbox_due(2_000 + i).await? {
-                db.outbox_delivered(head.id, 2_000 + i, Some("$e")).await?;
+                db.outbox_delivered(2_000 + i, &[(head.id, Some("$e".into()))])
+                    .await?;
             }
         }
         for q in [
@@ -581,7 +605,8 @@ mod hot_path_tests {
         for i in 0..3_000 {
             db.commit(&points_commit(i)).await?;
             for head in db.outbox_due(5_000 + i).await? {
-                db.outbox_delivered(head.id, 5_000 + i, Some("$e")).await?;
+                db.outbox_delivered(5_000 + i, &[(head.id, Some("$e".into()))])
+                    .await?;
             }
         }
         let wal = std::fs::metadata(dir.path().join("t.db-wal"))?.len();

@@ -227,16 +227,24 @@ impl Db {
         Ok(self.read_scalar::<Option<i64>>(&q).await?.flatten())
     }
 
-    /// Marks a message delivered so it is never sent again, with the chat
-    /// network's id for it (what later edits are sent against).
+    /// Marks messages delivered so they are never sent again, each with
+    /// the chat network's id for it (what later edits are sent against),
+    /// in one writer turn.
     pub async fn outbox_delivered(
         &self,
-        id: i64,
         now_ms: i64,
-        remote_id: Option<&str>,
+        sent: &[(i64, Option<String>)],
     ) -> Result<(), StoreError> {
-        let q = query(DELIVERED).bind(now_ms).bind(remote_id).bind(id);
-        self.writer.mark(q).await?;
+        let marks = sent
+            .iter()
+            .map(|(id, remote_id)| {
+                query(DELIVERED)
+                    .bind(now_ms)
+                    .bind(remote_id.as_deref())
+                    .bind(*id)
+            })
+            .collect();
+        self.writer.marks(marks).await?;
         Ok(())
     }
 

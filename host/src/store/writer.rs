@@ -195,6 +195,15 @@ impl Writer {
         }
     }
 
+    /// Transactions the SQLite writer committed so far.
+    #[cfg(test)]
+    pub(super) fn batches(&self) -> Option<u32> {
+        match self.0.as_ref() {
+            Queue::Lite(lite) => Some(lite.checkpoints.batches()),
+            Queue::Any(_) => None,
+        }
+    }
+
     /// How many times the writer's connection prepared `sql` again (SQLite).
     #[cfg(test)]
     pub(super) fn reprepared(&self, sql: &str) -> Option<i32> {
@@ -207,17 +216,43 @@ impl Writer {
         }
     }
 
+    /// [`Writer::mark`] for several statements, queued together so that
+    /// they share a batch: on SQLite a caller commits what is waiting the
+    /// moment it queues, so marks queued one by one were a transaction
+    /// each. The rows they changed, together.
+    pub(super) async fn marks(&self, qs: Vec<Query>) -> Result<u64, StoreError> {
+        self.write_all(qs.into_iter().map(Write::Mark).collect())
+            .await
+    }
+
     async fn write(&self, write: Write) -> Result<u64, StoreError> {
-        let (done, answer) = oneshot::channel();
-        let job = Job { write, done };
+        self.write_all(vec![write]).await
+    }
+
+    /// Queues `writes` at once and waits for all of them: the rows changed.
+    async fn write_all(&self, writes: Vec<Write>) -> Result<u64, StoreError> {
+        let mut answers = Vec::with_capacity(writes.len());
+        let jobs = writes.into_iter().map(|write| {
+            let (done, answer) = oneshot::channel();
+            answers.push(answer);
+            Job { write, done }
+        });
         match self.0.as_ref() {
             Queue::Lite(lite) => {
-                lock(&lite.waiting).push(job);
+                lock(&lite.waiting).extend(jobs);
                 lite.drain();
             }
-            Queue::Any(queue) => queue.send(job).map_err(|_| stopped())?,
+            Queue::Any(queue) => {
+                for job in jobs {
+                    queue.send(job).map_err(|_| stopped())?;
+                }
+            }
         }
-        answer.await.map_err(|_| stopped())?
+        let mut changed = 0;
+        for answer in answers {
+            changed += answer.await.map_err(|_| stopped())??;
+        }
+        Ok(changed)
     }
 }
 
