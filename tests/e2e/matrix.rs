@@ -10,8 +10,8 @@ use ikkyu_e2e::matrix::{BotProcess, Human, Seen};
 use ikkyu_e2e::synapse::{self, Synapse};
 use matrix_sdk::Room;
 use matrix_sdk::config::SyncSettings;
-use matrix_sdk::ruma::OwnedEventId;
 use matrix_sdk::ruma::events::room::member::MembershipState;
+use matrix_sdk::ruma::{OwnedEventId, UserId};
 
 /// Generous: Synapse answers in ~50 ms, but CI machines are slow and a bot
 /// restart compiles nothing (the plugin cache) yet syncs from scratch.
@@ -170,6 +170,73 @@ async fn typing_and_read_receipts_do_not_wake_the_bot() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Each command costs the bot one sync response: its own reply, which the
+/// homeserver would send back as a response of its own, does not wake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_s_own_replies_do_not_wake_it() -> anyhow::Result<()> {
+    let s = scene("echo", false, "", "").await?;
+    s.command("!points").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let woken = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains(" synced") && !l.contains("joined=0"))
+            .count()
+    };
+    let before = woken(&s.bot.log());
+    for _ in 0..5 {
+        let (_, reply) = s.command("!points").await?;
+        assert!(reply.body.contains("0 points"), "{}", reply.body);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = s.bot.log();
+    let woken = woken(&log) - before;
+    assert!(
+        woken <= 5,
+        "five commands woke the bot {woken} times (its own replies among them):\n{log}"
+    );
+    Ok(())
+}
+
+/// What was said in a room before the bot joined is history, even though
+/// the sync the bot joins with carries it and leaves out the bot's join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_from_before_the_bot_joined_are_not_answered() -> anyhow::Result<()> {
+    let hs = synapse::shared().await?;
+    let human = Human::new(hs, "history-alice").await?;
+    let dir = tempfile::tempdir()?;
+    let mut bot =
+        BotProcess::new(hs, "history-bot", dir.path(), &[human.user_id()], "", "").await?;
+    bot.start()?;
+    let room = human.create_room(&[], false).await?;
+    let before = human.say(&room, "!points").await?;
+    let also_before = human.say(&room, "!help").await?;
+    room.invite_user_by_id(&UserId::parse(bot.account.user_id.as_str())?)
+        .await?;
+    if let Err(e) = human
+        .wait_membership(&room, &bot.account.user_id, MembershipState::Join, WAIT)
+        .await
+    {
+        anyhow::bail!("{e}\nbot log:\n{}", bot.log());
+    }
+    let after = human.say(&room, "!points").await?;
+    let reply = match human.reply_to(&after, WAIT).await {
+        Ok(reply) => reply,
+        Err(e) => anyhow::bail!("{e}\nbot log:\n{}", bot.log()),
+    };
+    assert!(reply.body.contains("0 points"), "{}", reply.body);
+    // Replies go out in order: one to the history would have come first.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for id in [&before, &also_before] {
+        assert!(
+            human.replies_to(id).is_empty(),
+            "{id}, sent before the bot joined, was answered:\n{}",
+            bot.log()
+        );
+    }
+    bot.check_alive()?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn works_in_encrypted_rooms_and_threads() -> anyhow::Result<()> {
     let s = scene("e2ee", true, "", "").await?;
@@ -320,6 +387,45 @@ async fn commands_sent_while_down_are_answered_and_old_ones_skipped() -> anyhow:
             "{id} answered more than once"
         );
     }
+    Ok(())
+}
+
+/// More commands than one sync carries arrive while the bot is down: the
+/// timeline comes cut short and is read back whole, each command answered
+/// once, the ones answered before the restart not again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_longer_than_a_sync_is_read_back_whole() -> anyhow::Result<()> {
+    let mut s = scene("gap", false, "", "").await?;
+    let (first, _) = s.command("!points").await?;
+    s.bot.kill();
+    let mut sent = Vec::new();
+    for i in 0..70 {
+        sent.push(
+            s.human
+                .say(&s.room, &format!("!points top {}", 1 + i % 10))
+                .await?,
+        );
+    }
+    s.bot.start()?;
+    s.human
+        .wait_for(WAIT * 2, "a reply to every command", |_| {
+            sent.iter()
+                .all(|id| !s.human.replies_to(id).is_empty())
+                .then_some(())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nbot log:\n{}", s.bot.log()))?;
+    s.command("!points").await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for id in sent.iter().chain([&first]) {
+        let n = s.human.replies_to(id).len();
+        assert_eq!(n, 1, "{id} was answered {n} times");
+    }
+    assert!(
+        s.bot.log().contains("read a timeline the server cut short"),
+        "the gap was not read back:\n{}",
+        s.bot.log()
+    );
     Ok(())
 }
 

@@ -26,7 +26,7 @@ use matrix_sdk::ruma::api::client::filter::{
     Filter as EventFilter, FilterDefinition, LazyLoadOptions, RoomEventFilter,
 };
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
-use matrix_sdk::ruma::{OwnedUserId, UInt};
+use matrix_sdk::ruma::{OwnedUserId, UInt, UserId};
 use matrix_sdk::sync::SyncResponse;
 use matrix_sdk::{Client, Room};
 
@@ -227,7 +227,7 @@ impl Syncer {
     /// homeserver then parses and validates it on every sync, work it
     /// does just as the bot's reply arrives to be stored.
     async fn sync_filter(&self) -> Filter {
-        let definition = filter();
+        let definition = filter(&self.me);
         let uploaded = async {
             let name = format!("ikkyu {}", serde_json::to_string(&definition)?);
             anyhow::Ok(
@@ -313,15 +313,12 @@ impl Syncer {
             let Some(room) = self.client.get_room(room_id) else {
                 continue;
             };
-            let mut events = update.timeline.events.clone();
-            tracing::debug!(room = %room_id, events = events.len(), limited = update.timeline.limited, "timeline");
-            if update.timeline.limited
-                && let Some(prev) = &update.timeline.prev_batch
-            {
-                let mut earlier = self.gap(&room, prev, saved_ms).await;
-                earlier.append(&mut events);
-                events = earlier;
-            }
+            tracing::debug!(room = %room_id, events = update.timeline.events.len(), limited = update.timeline.limited, "timeline");
+            let events = if update.timeline.limited {
+                self.gap(&room, &response.next_batch, saved_ms).await
+            } else {
+                update.timeline.events.clone()
+            };
             timelines.push((room, events));
         }
         self.answer_rooms(timelines, batch);
@@ -420,10 +417,16 @@ impl Syncer {
         }
     }
 
-    /// Events the server left out between the last sync and `prev_batch`,
-    /// oldest first: paged back until an event older than the last saved
-    /// position, the bot's own join, or the start of the room.
-    async fn gap(&self, room: &Room, prev_batch: &str, saved_ms: i64) -> Vec<TimelineEvent> {
+    /// A timeline the server cut short, read again whole and unfiltered,
+    /// oldest first: paged back from `end` (the response's position) until
+    /// an event older than the last saved position, the bot's own join, or
+    /// the start of the room.
+    ///
+    /// Read from the end rather than from the cut: the sync filter leaves
+    /// out the bot's own events, its join among them, and a room the bot
+    /// has just joined always comes cut short, with the history from before
+    /// the join in it. Only the unfiltered room says where the join was.
+    async fn gap(&self, room: &Room, end: &str, saved_ms: i64) -> Vec<TimelineEvent> {
         let seen_before = |event: &TimelineEvent| {
             event
                 .timestamp()
@@ -433,13 +436,13 @@ impl Syncer {
         let mut collected = self
             .page(
                 room,
-                prev_batch,
+                end,
                 Direction::Backward,
                 seen_before,
                 "paging back a gap failed; older commands in it are not answered",
             )
             .await;
-        tracing::info!(room = %room.room_id(), events = collected.len(), "paged back a gap in the timeline");
+        tracing::info!(room = %room.room_id(), events = collected.len(), "read a timeline the server cut short");
         collected.reverse();
         collected
     }
@@ -565,9 +568,14 @@ fn too_old(msg: &Incoming, age_ms: i64, max: Duration) -> String {
 
 /// Enough of each timeline to answer a burst in one sync, with members
 /// loaded lazily (the bot never needs the whole member list).
-fn filter() -> FilterDefinition {
+fn filter(me: &UserId) -> FilterDefinition {
     let mut filter = FilterDefinition::default();
     filter.room.timeline.limit = Some(UInt::from(TIMELINE_LIMIT));
+    // The bot's own events are not for it to answer, and the homeserver
+    // ends a long poll only for a response with something in it: left in,
+    // every reply came back as a sync response of its own to handle, one
+    // for each command.
+    filter.room.timeline.not_senders = vec![me.to_owned()];
     filter.room.state.lazy_load_options = LazyLoadOptions::Enabled {
         include_redundant_members: false,
     };
