@@ -76,11 +76,6 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<CallState>> {
     Ok(linker)
 }
 
-/// Ticks of no guest running after which the ticker sleeps until a call
-/// starts: a bot waiting for chat costs no wake-ups, and under load
-/// calls starting one after another never have to wake it.
-const IDLE_TICKS: u32 = 100;
-
 /// The thread that advances the engine's epoch while guests run, and what
 /// calls use to tell it they do.
 #[derive(Debug)]
@@ -129,23 +124,22 @@ pub fn start_ticker(engine: &Engine) -> anyhow::Result<Ticker> {
     let handle = std::thread::Builder::new()
         .name("ikkyu-epoch".into())
         .spawn(move || {
-            let mut idle = 0;
             loop {
                 #[allow(clippy::disallowed_methods)] // a dedicated OS thread, not async code
                 std::thread::sleep(EPOCH_TICK);
                 let Some(engine) = weak.upgrade() else { break };
                 engine.increment_epoch();
                 drop(engine);
-                if seen.load(Ordering::Acquire) > 0 {
-                    idle = 0;
-                    continue;
-                }
-                idle += 1;
-                if idle >= IDLE_TICKS {
+                // A tick that finds no guest running is the last until a
+                // call starts: most calls end within a tick, and a bot
+                // answering a command every few dozen milliseconds kept
+                // this thread waking a hundred times a second, 7 % of its
+                // CPU over Matrix (BENCHMARKS.md, issue 14). Waking it
+                // costs a call one system call, and only if it sleeps.
+                if seen.load(Ordering::Acquire) == 0 {
                     // Returns at once if a call started since the load
                     // above (its unpark left the token).
                     std::thread::park();
-                    idle = 0;
                 }
             }
         })
