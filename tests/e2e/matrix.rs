@@ -25,12 +25,18 @@ struct Scene {
     _dir: tempfile::TempDir,
 }
 
-async fn scene(name: &str, encrypted: bool, runtime: &str, extra: &str) -> anyhow::Result<Scene> {
+/// A human (`<name>-alice`) and a bot (`<name>-bot`, not started) that
+/// they may invite, with the bot's folder.
+async fn pair(
+    name: &str,
+    runtime: &str,
+    extra: &str,
+) -> anyhow::Result<(Human, BotProcess, tempfile::TempDir)> {
     let hs = synapse::shared().await?;
     let human = Human::new(hs, &format!("{name}-alice")).await?;
     let dir = tempfile::tempdir()?;
     let extra = extra.replace("$HUMAN", human.user_id());
-    let mut bot = BotProcess::new(
+    let bot = BotProcess::new(
         hs,
         &format!("{name}-bot"),
         dir.path(),
@@ -39,6 +45,11 @@ async fn scene(name: &str, encrypted: bool, runtime: &str, extra: &str) -> anyho
         &extra,
     )
     .await?;
+    Ok((human, bot, dir))
+}
+
+async fn scene(name: &str, encrypted: bool, runtime: &str, extra: &str) -> anyhow::Result<Scene> {
+    let (human, mut bot, dir) = pair(name, runtime, extra).await?;
     bot.start()?;
     let room = human
         .create_room(&[&bot.account.user_id], encrypted)
@@ -68,6 +79,36 @@ impl Scene {
 
     fn bot_id(&self) -> &str {
         &self.bot.account.user_id
+    }
+
+    /// The sync responses with news for a room the bot has handled so far
+    /// (a long poll that timed out has none), from its debug log.
+    fn wakeups(&self) -> usize {
+        self.bot
+            .log()
+            .lines()
+            .filter(|l| l.contains(" synced") && !l.contains("joined=0"))
+            .count()
+    }
+
+    /// Waits for a reply to each of `sent`, then, once late duplicates
+    /// would have arrived, checks that each has exactly one.
+    async fn answered_once_each(&self, sent: &[OwnedEventId]) -> anyhow::Result<()> {
+        self.human
+            .wait_for(WAIT * 2, "a reply to every command", |_| {
+                sent.iter()
+                    .all(|id| !self.human.replies_to(id).is_empty())
+                    .then_some(())
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}\nbot log:\n{}", self.bot.log()))?;
+        self.command("!points").await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for id in sent {
+            let n = self.human.replies_to(id).len();
+            assert_eq!(n, 1, "{id} was answered {n} times");
+        }
+        Ok(())
     }
 }
 
@@ -141,15 +182,9 @@ async fn typing_and_read_receipts_do_not_wake_the_bot() -> anyhow::Result<()> {
 
     let s = scene("quiet", false, "", "").await?;
     let (_, reply) = s.command("!points").await?;
-    // The sync that carries the bot's own reply comes and goes first.
+    // What the first command set off settles first.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // Responses with news for a room; a long poll that timed out has none.
-    let woken = |log: &str| {
-        log.lines()
-            .filter(|l| l.contains(" synced") && !l.contains("joined=0"))
-            .count()
-    };
-    let before = woken(&s.bot.log());
+    let before = s.wakeups();
     for _ in 0..5 {
         s.room.typing_notice(true).await?;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -159,11 +194,11 @@ async fn typing_and_read_receipts_do_not_wake_the_bot() -> anyhow::Result<()> {
         .send_single_receipt(ReceiptType::Read, ReceiptThread::Unthreaded, reply.event_id)
         .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let log = s.bot.log();
     assert_eq!(
-        woken(&log),
+        s.wakeups(),
         before,
-        "the bot synced for typing or a receipt:\n{log}"
+        "the bot synced for typing or a receipt:\n{}",
+        s.bot.log()
     );
     let (_, reply) = s.command("!points").await?;
     assert!(reply.body.contains("0 points"), "{}", reply.body);
@@ -177,22 +212,17 @@ async fn the_bot_s_own_replies_do_not_wake_it() -> anyhow::Result<()> {
     let s = scene("echo", false, "", "").await?;
     s.command("!points").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let woken = |log: &str| {
-        log.lines()
-            .filter(|l| l.contains(" synced") && !l.contains("joined=0"))
-            .count()
-    };
-    let before = woken(&s.bot.log());
+    let before = s.wakeups();
     for _ in 0..5 {
         let (_, reply) = s.command("!points").await?;
         assert!(reply.body.contains("0 points"), "{}", reply.body);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let log = s.bot.log();
-    let woken = woken(&log) - before;
+    let woken = s.wakeups() - before;
     assert!(
         woken <= 5,
-        "five commands woke the bot {woken} times (its own replies among them):\n{log}"
+        "five commands woke the bot {woken} times (its own replies among them):\n{}",
+        s.bot.log()
     );
     Ok(())
 }
@@ -201,11 +231,7 @@ async fn the_bot_s_own_replies_do_not_wake_it() -> anyhow::Result<()> {
 /// the sync the bot joins with carries it and leaves out the bot's join.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_from_before_the_bot_joined_are_not_answered() -> anyhow::Result<()> {
-    let hs = synapse::shared().await?;
-    let human = Human::new(hs, "history-alice").await?;
-    let dir = tempfile::tempdir()?;
-    let mut bot =
-        BotProcess::new(hs, "history-bot", dir.path(), &[human.user_id()], "", "").await?;
+    let (human, mut bot, _dir) = pair("history", "", "").await?;
     bot.start()?;
     let room = human.create_room(&[], false).await?;
     let before = human.say(&room, "!points").await?;
@@ -398,7 +424,7 @@ async fn a_gap_longer_than_a_sync_is_read_back_whole() -> anyhow::Result<()> {
     let mut s = scene("gap", false, "", "").await?;
     let (first, _) = s.command("!points").await?;
     s.bot.kill();
-    let mut sent = Vec::new();
+    let mut sent = vec![first];
     for i in 0..70 {
         sent.push(
             s.human
@@ -407,20 +433,7 @@ async fn a_gap_longer_than_a_sync_is_read_back_whole() -> anyhow::Result<()> {
         );
     }
     s.bot.start()?;
-    s.human
-        .wait_for(WAIT * 2, "a reply to every command", |_| {
-            sent.iter()
-                .all(|id| !s.human.replies_to(id).is_empty())
-                .then_some(())
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\nbot log:\n{}", s.bot.log()))?;
-    s.command("!points").await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    for id in sent.iter().chain([&first]) {
-        let n = s.human.replies_to(id).len();
-        assert_eq!(n, 1, "{id} was answered {n} times");
-    }
+    s.answered_once_each(&sent).await?;
     assert!(
         s.bot.log().contains("read a timeline the server cut short"),
         "the gap was not read back:\n{}",
@@ -447,21 +460,7 @@ async fn sigkill_during_a_burst_answers_each_command_exactly_once() -> anyhow::R
             s.bot.start()?;
         }
     }
-    s.human
-        .wait_for(WAIT * 2, "a reply to every command", |_| {
-            sent.iter()
-                .all(|id| !s.human.replies_to(id).is_empty())
-                .then_some(())
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\nbot log:\n{}", s.bot.log()))?;
-    // Late duplicates would arrive within the next moments.
-    s.command("!points").await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for id in &sent {
-        let n = s.human.replies_to(id).len();
-        assert_eq!(n, 1, "{id} was answered {n} times");
-    }
+    s.answered_once_each(&sent).await?;
     s.bot.check_alive()?;
     Ok(())
 }
@@ -516,10 +515,7 @@ async fn says_once_when_it_cannot_decrypt_a_message() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_sets_up_cross_signing_and_keeps_the_device() -> anyhow::Result<()> {
-    let hs = synapse::shared().await?;
-    let human = Human::new(hs, "verify-alice").await?;
-    let dir = tempfile::tempdir()?;
-    let mut bot = BotProcess::new(hs, "verify-bot", dir.path(), &[human.user_id()], "", "").await?;
+    let (human, mut bot, _dir) = pair("verify", "", "").await?;
     let out = bot.verify()?;
     assert!(out.contains("cross-signing: set up"), "{out}");
     let device = out
