@@ -75,8 +75,21 @@ async fn points_path(
         samples.push(t.elapsed());
     }
     sink.take();
-    let until = Instant::now() + SUSTAIN;
+    let (done, rate) = sustained(&bot, &console, workers, SUSTAIN).await?;
+    assert_eq!(sink.take().len() as u64, done, "one reply per command");
+    Ok((stats(samples), rate))
+}
+
+/// `workers` senders, each sending `!points` and waiting for its answer,
+/// for `how_long`: commands answered and their rate per second.
+async fn sustained(
+    bot: &Arc<Bot>,
+    console: &Arc<Console>,
+    workers: usize,
+    how_long: Duration,
+) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
+    let until = started + how_long;
     let mut tasks = Vec::new();
     for w in 0..workers {
         let (bot, console) = (bot.clone(), console.clone());
@@ -94,9 +107,30 @@ async fn points_path(
     for t in tasks {
         done += t.await??;
     }
-    let rate = done as f64 / started.elapsed().as_secs_f64();
-    assert_eq!(sink.take().len() as u64, done, "one reply per command");
-    Ok((stats(samples), rate))
+    Ok((done, done as f64 / started.elapsed().as_secs_f64()))
+}
+
+/// `IKKYU_BENCH_SUSTAIN=<seconds>`: only the sustained `!points` phase
+/// on SQLite (4 senders) after a warm-up, announced on stderr as it
+/// starts, so a profiler attached then (`perf record -p`, `strace -p`)
+/// sees nothing else.
+async fn sustain_only(seconds: u64) -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let (bot, sink) = start_bot(
+        &sqlite_url(data.path()),
+        data.path(),
+        "quarantine_after = 1000000",
+    )
+    .await?;
+    let (bot, console) = (Arc::new(bot), Arc::new(Console::new(7)));
+    sustained(&bot, &console, 4, Duration::from_secs(2)).await?;
+    sink.take();
+    eprintln!("sustaining for {seconds} s, pid {}", std::process::id());
+    let (done, rate) = sustained(&bot, &console, 4, Duration::from_secs(seconds)).await?;
+    anyhow::ensure!(sink.take().len() as u64 == done, "one reply per command");
+    println!("{done} `!points` in {seconds} s from 4 senders: {rate:.0}/s");
+    bot.shutdown().await;
+    Ok(())
 }
 
 /// `!release request` against the loopback fake Jira: two fetches (the
@@ -357,6 +391,9 @@ async fn count_points(n: usize) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     if let Ok(n) = std::env::var("IKKYU_BENCH_COUNT") {
         return count_points(n.parse()?).await;
+    }
+    if let Ok(s) = std::env::var("IKKYU_BENCH_SUSTAIN") {
+        return sustain_only(s.parse()?).await;
     }
     let quiet = "quarantine_after = 1000000";
     let data = tempfile::tempdir()?;

@@ -136,16 +136,6 @@ fn fit(s: &str, max: usize) -> String {
 pub(super) const INSERT: &str = "INSERT INTO audit_log (at_ms, kind, actor, room, command, plugin, plugin_version, \
          decision, outcome, detail, duration_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
-/// Any number of audit records (PostgreSQL): `$1` is a JSON array of
-/// [`Stored`], inserted in its order.
-pub(super) const INSERT_MANY: &str = "INSERT INTO audit_log (at_ms, kind, actor, room, command, plugin, \
-         plugin_version, decision, outcome, detail, duration_us) \
-         SELECT at_ms, kind, actor, room, command, plugin, plugin_version, decision, outcome, detail, \
-         duration_us FROM ROWS FROM (json_to_recordset($1::json) AS (at_ms bigint, kind text, actor text, \
-         room text, command text, plugin text, plugin_version text, decision text, outcome text, \
-         detail text, duration_us bigint)) WITH ORDINALITY AS x(at_ms, kind, actor, room, command, \
-         plugin, plugin_version, decision, outcome, detail, duration_us, n) ORDER BY n";
-
 /// An audit record as its row holds it: every field bounded and storable.
 #[derive(Debug, serde::Serialize)]
 pub(super) struct Stored<'a> {

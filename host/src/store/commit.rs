@@ -257,13 +257,6 @@ impl Db {
 pub(super) const PROCESSED: &str = "INSERT INTO processed_messages (message_id, processed_ms) \
      VALUES ($1, $2) ON CONFLICT (message_id) DO NOTHING";
 
-/// Any number of markers (PostgreSQL): `$1` is a JSON array of
-/// `{message_id, processed_ms}`; the ids inserted come back.
-pub(super) const PROCESSED_MANY: &str = "INSERT INTO processed_messages (message_id, processed_ms) \
-     SELECT message_id, processed_ms FROM json_to_recordset($1::json) \
-     AS x(message_id text, processed_ms bigint) \
-     ON CONFLICT (message_id) DO NOTHING RETURNING message_id";
-
 /// Which of a commit's rows [`apply`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Rows {
@@ -275,13 +268,14 @@ pub(super) enum Rows {
 }
 
 /// Writes `c` inside the writer's open transaction on `tx`; `usage`
-/// bounds the kv namespaces for their quota.
+/// bounds the kv namespaces for their quota. The outbox ids of the
+/// messages it wrote, in their order (none with [`Rows::Own`]).
 pub(super) async fn apply(
     tx: &mut Conn<'_>,
     c: &Commit,
     usage: &kv::Usage,
     rows: Rows,
-) -> Result<(), StoreError> {
+) -> Result<Vec<i64>, StoreError> {
     let now = c.audit.at_ms;
     if let (Rows::All, Some(id)) = (rows, &c.processed) {
         let inserted = query(PROCESSED).bind(id).bind(now).execute(tx).await?;
@@ -296,9 +290,10 @@ pub(super) async fn apply(
         kv::apply(tx, changes, next_stamp(now), usage).await?;
     }
     schedules::apply_changes(tx, &c.schedules, now).await?;
+    let mut ids = Vec::new();
     if rows == Rows::All {
         for m in &c.messages {
-            outbox::insert(tx, m, now).await?;
+            ids.push(outbox::insert(tx, m, now).await?);
         }
     }
     for send in &c.sends {
@@ -396,8 +391,8 @@ pub(super) async fn apply(
             )));
         }
     }
-    match rows {
-        Rows::All => audit::insert(tx, &c.audit).await,
-        Rows::Own => Ok(()),
+    if rows == Rows::All {
+        audit::insert(tx, &c.audit).await?;
     }
+    Ok(ids)
 }

@@ -5,9 +5,9 @@
 //! commit writes at least three rows: its processed marker, its audit
 //! record and its reply. A batch of N commits was 3N round trips inside
 //! the transaction, holding the writer while the next batch waited. Here
-//! those rows go as one statement per table for the whole batch, the rows
+//! those rows go as one statement for the whole batch, each table's rows
 //! as one JSON parameter expanded by `json_to_recordset`, so the text of
-//! each statement (prepared once per connection) does not depend on the
+//! the statement (prepared once per connection) does not depend on the
 //! batch's size. The rest of each commit (kv, events, schedules, …) is
 //! written per commit as before. SQLite runs statements in process, where
 //! a statement costs microseconds: it writes each commit whole.
@@ -25,31 +25,42 @@ pub(super) enum Refusal {
     Unattributed(StoreError),
 }
 
-/// Inserts the processed markers, replies and audit records of `commits`
-/// (each with its index in the batch), in batch order.
-pub(super) async fn insert(tx: &mut Conn<'_>, commits: &[(usize, &Commit)]) -> Result<(), Refusal> {
-    processed(tx, commits).await?;
-    let messages: Vec<outbox::Stored<'_>> = commits
-        .iter()
-        .flat_map(|(_, c)| {
-            c.messages
-                .iter()
-                .map(|m| outbox::Stored::new(m, c.audit.at_ms))
-        })
-        .collect();
-    if !messages.is_empty() {
-        many(tx, outbox::INSERT_MANY, &messages).await?;
-    }
-    let records: Vec<audit::Stored<'_>> = commits
-        .iter()
-        .map(|(_, c)| audit::Stored::from(&c.audit))
-        .collect();
-    many(tx, audit::INSERT_MANY, &records).await
-}
+/// A batch's processed markers (`$1`, a JSON array of `{message_id,
+/// processed_ms}`), replies (`$2`, of [`outbox::Stored`]) and audit
+/// records (`$3`, of [`audit::Stored`]) in one statement, the replies and
+/// records inserted in their arrays' order. Each table's insert is a
+/// data-modifying `WITH` query, which PostgreSQL runs to completion
+/// whether or not the main query reads it. It gives back a row per marker
+/// inserted (its message id) and per reply (its id): a reply's rows are
+/// produced in array order and each takes the sequence's next value as it
+/// is inserted, so the ids, sorted, are the replies' in array order.
+const ROWS: &str = "WITH p AS (INSERT INTO processed_messages (message_id, processed_ms) \
+     SELECT message_id, processed_ms FROM json_to_recordset($1::json) \
+     AS x(message_id text, processed_ms bigint) \
+     ON CONFLICT (message_id) DO NOTHING RETURNING message_id), \
+     o AS (INSERT INTO outbox (created_ms, target_kind, target, reply_to, thread_root, body, plugin, \
+     handle, edits) \
+     SELECT created_ms, target_kind, target, reply_to, thread_root, body, plugin, handle, edits \
+     FROM ROWS FROM (json_to_recordset($2::json) AS (created_ms bigint, target_kind text, \
+     target text, reply_to text, thread_root text, body text, plugin text, handle text, edits text)) \
+     WITH ORDINALITY AS x(created_ms, target_kind, target, reply_to, thread_root, body, plugin, \
+     handle, edits, n) ORDER BY n RETURNING id), \
+     a AS (INSERT INTO audit_log (at_ms, kind, actor, room, command, plugin, plugin_version, \
+     decision, outcome, detail, duration_us) \
+     SELECT at_ms, kind, actor, room, command, plugin, plugin_version, decision, outcome, detail, \
+     duration_us FROM ROWS FROM (json_to_recordset($3::json) AS (at_ms bigint, kind text, actor text, \
+     room text, command text, plugin text, plugin_version text, decision text, outcome text, \
+     detail text, duration_us bigint)) WITH ORDINALITY AS x(at_ms, kind, actor, room, command, \
+     plugin, plugin_version, decision, outcome, detail, duration_us, n) ORDER BY n) \
+     SELECT message_id, NULL::bigint FROM p UNION ALL SELECT NULL, id FROM o";
 
-/// The processed markers; a commit whose message id is already there (or
-/// taken by an earlier commit of the batch) is a duplicate.
-async fn processed(tx: &mut Conn<'_>, commits: &[(usize, &Commit)]) -> Result<(), Refusal> {
+/// Inserts the processed markers, replies and audit records of `commits`
+/// (each with its index in the batch), in batch order, in one round trip:
+/// the replies' ids, in the same order.
+pub(super) async fn insert(
+    tx: &mut Conn<'_>,
+    commits: &[(usize, &Commit)],
+) -> Result<Vec<i64>, Refusal> {
     #[derive(serde::Serialize)]
     struct Marker<'a> {
         message_id: &'a str,
@@ -64,18 +75,38 @@ async fn processed(tx: &mut Conn<'_>, commits: &[(usize, &Commit)]) -> Result<()
             })
         })
         .collect();
-    if markers.is_empty() {
-        return Ok(());
-    }
+    let messages: Vec<outbox::Stored<'_>> = commits
+        .iter()
+        .flat_map(|(_, c)| {
+            c.messages
+                .iter()
+                .map(|m| outbox::Stored::new(m, c.audit.at_ms))
+        })
+        .collect();
+    let records: Vec<audit::Stored<'_>> = commits
+        .iter()
+        .map(|(_, c)| audit::Stored::from(&c.audit))
+        .collect();
     let mut inserted = std::collections::HashSet::new();
-    query(super::commit::PROCESSED_MANY)
+    let mut ids = Vec::with_capacity(messages.len());
+    query(ROWS)
         .bind(json(&markers)?)
+        .bind(json(&messages)?)
+        .bind(json(&records)?)
         .fetch_while(tx, |row| {
-            inserted.insert(row.get::<String>(0)?);
+            match row.get::<Option<String>>(0)? {
+                Some(marker) => inserted.insert(marker),
+                None => {
+                    ids.extend(row.get::<Option<i64>>(1)?);
+                    true
+                }
+            };
             Ok(true)
         })
         .await
         .map_err(Refusal::Unattributed)?;
+    // A marker already there (or taken by an earlier commit of the batch)
+    // is a duplicate.
     for (i, c) in commits {
         if let Some(id) = &c.processed
             && !inserted.remove(id)
@@ -83,20 +114,8 @@ async fn processed(tx: &mut Conn<'_>, commits: &[(usize, &Commit)]) -> Result<()
             return Err(Refusal::Duplicate(*i, id.clone()));
         }
     }
-    Ok(())
-}
-
-async fn many<T: serde::Serialize>(
-    tx: &mut Conn<'_>,
-    sql: &'static str,
-    rows: &[T],
-) -> Result<(), Refusal> {
-    query(sql)
-        .bind(json(rows)?)
-        .execute(tx)
-        .await
-        .map(drop)
-        .map_err(Refusal::Unattributed)
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 fn json<T: serde::Serialize + ?Sized>(rows: &T) -> Result<String, Refusal> {

@@ -21,6 +21,7 @@ mod retention;
 mod roles;
 mod schedules;
 mod sql;
+mod undelivered;
 mod writer;
 
 use std::str::FromStr;
@@ -122,6 +123,9 @@ pub struct Db {
     waiting: std::sync::Arc<Waiting>,
     /// The roles granted in chat, as last read.
     roles: roles::Cached,
+    /// The outbox's waiting messages while all are known in memory, and
+    /// delivered marks not yet written.
+    undelivered: std::sync::Arc<undelivered::Undelivered>,
 }
 
 /// A kind of work commits leave to be done after them.
@@ -168,9 +172,9 @@ impl Db {
             let path = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
                 .get_filename()
                 .to_path_buf();
-            let usage = kv::Usage::default();
-            let writer = writer::Writer::sqlite(&path, usage)?;
-            Ok(Self::with(Backend::Sqlite, read, write, writer))
+            let shared = writer::Shared::default();
+            let writer = writer::Writer::sqlite(&path, shared.clone())?;
+            Ok(Self::with(Backend::Sqlite, read, write, writer, shared))
         } else {
             let pool = AnyPoolOptions::new()
                 .max_connections(16)
@@ -179,13 +183,26 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(3))
                 .connect(url)
                 .await?;
-            let writer = writer::Writer::postgres(pool.clone(), kv::Usage::default());
-            Ok(Self::with(Backend::Postgres, pool.clone(), pool, writer))
+            let shared = writer::Shared::default();
+            let writer = writer::Writer::postgres(pool.clone(), shared.clone());
+            Ok(Self::with(
+                Backend::Postgres,
+                pool.clone(),
+                pool,
+                writer,
+                shared,
+            ))
         }
     }
 
     /// A handle over the pools and the writer.
-    fn with(backend: Backend, read: AnyPool, write: AnyPool, writer: writer::Writer) -> Self {
+    fn with(
+        backend: Backend,
+        read: AnyPool,
+        write: AnyPool,
+        writer: writer::Writer,
+        shared: writer::Shared,
+    ) -> Self {
         Self {
             backend,
             read,
@@ -197,6 +214,7 @@ impl Db {
             writer,
             waiting: std::sync::Arc::default(),
             roles: roles::Cached::default(),
+            undelivered: shared.undelivered,
         }
     }
 
@@ -334,8 +352,11 @@ impl Db {
         Ok(())
     }
 
-    /// Closes every connection; used before a restart in tests.
+    /// Writes what waits in memory and closes every connection.
     pub async fn close(&self) {
+        if let Err(e) = self.write_marks().await {
+            tracing::warn!("marking sent messages delivered before closing: {e}");
+        }
         self.read.close().await;
         self.write.close().await;
     }
@@ -351,11 +372,15 @@ impl Db {
     ) -> Result<(), StoreError> {
         use futures_util::FutureExt;
         match self.backend {
-            Backend::Sqlite => self.writer.read(|conn| {
-                q.fetch_while(&mut sql::Conn::Lite(conn), each)
-                    .now_or_never()
-                    .unwrap_or_else(|| Err(StoreError::Db("an SQLite read waited".into())))
-            }),
+            Backend::Sqlite => {
+                self.writer
+                    .read(|conn| {
+                        q.fetch_while(&mut sql::Conn::Lite(conn), each)
+                            .now_or_never()
+                            .unwrap_or_else(|| Err(StoreError::Db("an SQLite read waited".into())))
+                    })
+                    .await
+            }
             Backend::Postgres => {
                 let mut conn = self.read.acquire().await?;
                 q.fetch_while(&mut sql::Conn::Any(&mut conn), each).await
@@ -503,26 +528,54 @@ mod hot_path_tests {
         Ok(())
     }
 
-    /// A run of messages to one target is marked delivered in one
-    /// transaction, not one each (on SQLite a mark queued alone was
-    /// committed at once).
+    /// Delivered marks wait in memory and go to the database together, in
+    /// one transaction, at the latest when something reads the delivery
+    /// state from it: no read finds a sent message still waiting.
     #[tokio::test]
-    async fn a_run_s_marks_share_one_transaction() -> anyhow::Result<()> {
+    async fn sent_messages_are_marked_together_before_the_next_read() -> anyhow::Result<()> {
         let (_dir, db) = sqlite().await?;
         for i in 0..3 {
             db.commit(&points_commit(i)).await?;
         }
-        let sent: Vec<(i64, Option<String>)> = db
-            .outbox_due(2_000)
+        let due = db.outbox_due(2_000).await?;
+        assert_eq!(due.len(), 3);
+        let before = db.writer.batches();
+        for m in &due {
+            db.outbox_delivered(2_000, &[(m.id, Some(format!("$e{}", m.id)))])
+                .await?;
+        }
+        assert_eq!(db.writer.batches(), before, "no transaction per mark");
+        assert!(db.outbox_due(2_000).await?.is_empty(), "all three marked");
+        assert_eq!(db.writer.batches(), before.map(|n| n + 1), "one for all");
+        Ok(())
+    }
+
+    /// Once the writer found the outbox empty, each commit's messages are
+    /// handed over as it commits: a pass gets exactly the rows the
+    /// database holds (ids, bodies, times) without reading them; a failed
+    /// send sends passes back to the database.
+    #[tokio::test]
+    async fn after_the_outbox_settles_commits_hand_their_messages_over() -> anyhow::Result<()> {
+        let (_dir, db) = sqlite().await?;
+        assert_eq!(db.outbox_next_attempt().await?, None, "settles");
+        for i in 0..3 {
+            let mut c = points_commit(i);
+            c.messages[0].body = format!("reply {i} with a NUL\0 and Кириллица");
+            db.commit(&c).await?;
+        }
+        let held = db.undelivered.due(10).unwrap_or_default();
+        let stored: Vec<super::PendingMessage> = db
+            .read_all(&super::sql::query(super::outbox::DUE).bind(2_000))
             .await?
             .iter()
-            .map(|m| (m.id, Some(format!("$e{}", m.id))))
-            .collect();
-        assert_eq!(sent.len(), 3);
-        let before = db.writer.batches();
-        db.outbox_delivered(2_000, &sent).await?;
-        assert_eq!(db.writer.batches(), before.map(|n| n + 1));
-        assert!(db.outbox_due(2_000).await?.is_empty(), "all three marked");
+            .map(super::outbox::pending_of)
+            .collect::<Result<_, _>>()?;
+        assert_eq!(held.len(), 3);
+        assert_eq!(format!("{held:?}"), format!("{stored:?}"));
+        db.outbox_failed(held[0].id, "connection reset", 2_000, Some(9_000))
+            .await?;
+        assert!(db.undelivered.due(10).is_none(), "the database again");
+        assert_eq!(db.outbox_next_attempt().await?, Some(0), "two are due now");
         Ok(())
     }
 

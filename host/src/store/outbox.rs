@@ -3,8 +3,9 @@
 
 use sqlx::Row as _;
 
-use super::sql::{Conn, Row, query};
-use super::{Db, StoreError};
+use super::sql::{Conn, Query, Row, query};
+use super::undelivered::{self, Mark, Plan};
+use super::{Backend, Db, StoreError};
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,23 +136,17 @@ pub(super) const DUE: &str = "SELECT o.id, o.target_kind, o.target, o.reply_to, 
                  AND p.id < o.id AND COALESCE(p.next_attempt_ms, 0) > $1) \
              ORDER BY o.id LIMIT 100";
 
-/// One message into the outbox.
+/// One message into the outbox: its id.
 pub(super) const INSERT: &str = "INSERT INTO outbox (created_ms, target_kind, target, reply_to, thread_root, body, \
-         plugin, handle, edits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+         plugin, handle, edits) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id";
+
+/// When the earliest waiting message is due; NULL when none waits.
+pub(super) const NEXT_ATTEMPT: &str = "SELECT MIN(COALESCE(next_attempt_ms, 0)) FROM outbox \
+             WHERE delivered_ms IS NULL AND given_up_ms IS NULL";
 
 /// A message delivered, with the network's id for it.
 pub(super) const DELIVERED: &str = "UPDATE outbox SET delivered_ms = $1, attempts = attempts + 1, remote_id = $2 \
              WHERE id = $3";
-
-/// Any number of messages (PostgreSQL): `$1` is a JSON array of
-/// [`Stored`], given ids in its order.
-pub(super) const INSERT_MANY: &str = "INSERT INTO outbox (created_ms, target_kind, target, reply_to, \
-         thread_root, body, plugin, handle, edits) \
-         SELECT created_ms, target_kind, target, reply_to, thread_root, body, plugin, handle, edits \
-         FROM ROWS FROM (json_to_recordset($1::json) AS (created_ms bigint, target_kind text, \
-         target text, reply_to text, thread_root text, body text, plugin text, handle text, edits text)) \
-         WITH ORDINALITY AS x(created_ms, target_kind, target, reply_to, thread_root, body, plugin, \
-         handle, edits, n) ORDER BY n";
 
 /// A message as its row holds it.
 #[derive(Debug, serde::Serialize)]
@@ -188,11 +183,12 @@ impl<'a> Stored<'a> {
     }
 }
 
+/// Writes `m` into the outbox: its id.
 pub(super) async fn insert(
     tx: &mut Conn<'_>,
     m: &OutMessage,
     now_ms: i64,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     let m = Stored::new(m, now_ms);
     query(INSERT)
         .bind(m.created_ms)
@@ -204,48 +200,93 @@ pub(super) async fn insert(
         .bind(m.plugin)
         .bind(m.handle)
         .bind(m.edits)
-        .execute(tx)
-        .await?;
-    Ok(())
+        .scalar(tx)
+        .await?
+        .ok_or_else(|| StoreError::Db("an inserted message has no id".into()))
 }
 
 impl Db {
     /// The undelivered messages due at `now_ms`, oldest first, at most
     /// 100. Order is kept per target: a message waits for the ones before
-    /// it to the same room or user, never for another target's.
+    /// it to the same room or user, never for another target's. Taken
+    /// from memory while every waiting message is known there
+    /// (`undelivered`); read from the database otherwise.
     pub async fn outbox_due(&self, now_ms: i64) -> Result<Vec<PendingMessage>, StoreError> {
+        if let Some(due) = self.undelivered.due(DUE_AT_MOST) {
+            return Ok(due);
+        }
+        self.write_marks().await?;
         let q = query(DUE).bind(now_ms);
         self.read_all(&q).await?.iter().map(pending_of).collect()
     }
 
     /// When the earliest waiting message is due again, if any waits.
+    /// Asking the database goes through the writer, which starts keeping
+    /// the waiting messages in memory when it finds none.
     pub async fn outbox_next_attempt(&self) -> Result<Option<i64>, StoreError> {
-        let q = query(
-            "SELECT MIN(COALESCE(next_attempt_ms, 0)) FROM outbox \
-             WHERE delivered_ms IS NULL AND given_up_ms IS NULL",
-        );
-        Ok(self.read_scalar::<Option<i64>>(&q).await?.flatten())
+        if let Some(next) = self.undelivered.next_due() {
+            return Ok(next);
+        }
+        let marks = self.undelivered.take_marks();
+        let result = match mark_queries(self.backend, &marks) {
+            Ok(queries) => self.writer.settle(queries).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.undelivered.unwritten(marks);
+        }
+        result
     }
 
     /// Marks messages delivered so they are never sent again, each with
-    /// the chat network's id for it (what later edits are sent against),
-    /// in one writer turn.
+    /// the chat network's id for it (what later edits are sent against).
+    /// The marks are written together with others, at the latest after
+    /// [`undelivered::MARKS_WAIT`]; until then every read of the delivery
+    /// state writes them first.
     pub async fn outbox_delivered(
         &self,
         now_ms: i64,
         sent: &[(i64, Option<String>)],
     ) -> Result<(), StoreError> {
-        let marks = sent
-            .iter()
-            .map(|(id, remote_id)| {
-                query(DELIVERED)
-                    .bind(now_ms)
-                    .bind(remote_id.as_deref())
-                    .bind(*id)
-            })
-            .collect();
-        self.writer.marks(marks).await?;
-        Ok(())
+        let marks = sent.iter().map(|(id, remote_id)| Mark {
+            id: *id,
+            remote_id: remote_id.clone(),
+            at_ms: now_ms,
+        });
+        match self.undelivered.sent(marks) {
+            Plan::Now => self.write_marks().await,
+            Plan::Later => {
+                let db = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(undelivered::MARKS_WAIT).await;
+                    while let Err(e) = db.write_marks().await {
+                        tracing::warn!("marking sent messages delivered: {e}; trying again");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                });
+                Ok(())
+            }
+            Plan::Nothing => Ok(()),
+        }
+    }
+
+    /// Writes the delivered marks waiting in memory, if any.
+    pub async fn write_marks(&self) -> Result<(), StoreError> {
+        let marks = self.undelivered.take_marks();
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let written = match mark_queries(self.backend, &marks) {
+            Ok(queries) => self.writer.marks(queries).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.undelivered.unwritten(marks);
+                Err(e)
+            }
+        }
     }
 
     /// Where `plugin`'s message with `handle` went, if it has one on
@@ -266,6 +307,7 @@ impl Db {
 
     /// The chat network's id of the delivered message with `handle`.
     pub async fn outbox_remote_id(&self, handle: &str) -> Result<Option<String>, StoreError> {
+        self.write_marks().await?;
         let id: Option<Option<String>> =
             sqlx::query_scalar("SELECT remote_id FROM outbox WHERE handle = $1")
                 .bind(handle)
@@ -284,6 +326,8 @@ impl Db {
         now_ms: i64,
         retry_at_ms: Option<i64>,
     ) -> Result<(), StoreError> {
+        // What waits in the database is no longer all in memory.
+        self.undelivered.not_exact();
         let given_up = retry_at_ms.is_none().then_some(now_ms);
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, last_error = $1, given_up_ms = $2, \
@@ -300,6 +344,35 @@ impl Db {
     }
 }
 
+/// Any number of marks (PostgreSQL): `$1` is a JSON array of [`Mark`].
+const DELIVERED_MANY: &str = "UPDATE outbox o SET delivered_ms = x.at_ms, attempts = o.attempts + 1, \
+             remote_id = x.remote_id FROM json_to_recordset($1::json) \
+             AS x(id bigint, at_ms bigint, remote_id text) WHERE o.id = x.id";
+
+/// The statements that write `marks`: on PostgreSQL one for all of them
+/// (each statement is a round trip), on SQLite one each (in process,
+/// prepared once).
+fn mark_queries(backend: Backend, marks: &[Mark]) -> Result<Vec<Query>, StoreError> {
+    if marks.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(match backend {
+        Backend::Postgres => {
+            let rows = serde_json::to_string(marks).map_err(|e| StoreError::Db(Box::new(e)))?;
+            vec![query(DELIVERED_MANY).bind(rows)]
+        }
+        Backend::Sqlite => marks
+            .iter()
+            .map(|m| {
+                query(DELIVERED)
+                    .bind(m.at_ms)
+                    .bind(m.remote_id.as_deref())
+                    .bind(m.id)
+            })
+            .collect(),
+    })
+}
+
 fn target_of(kind: String, target: String) -> Target {
     if kind == "user" {
         Target::User(target)
@@ -308,7 +381,7 @@ fn target_of(kind: String, target: String) -> Target {
     }
 }
 
-fn pending_of(r: &Row) -> Result<PendingMessage, StoreError> {
+pub(super) fn pending_of(r: &Row) -> Result<PendingMessage, StoreError> {
     let edits: Option<String> = r.get(10)?;
     Ok(PendingMessage {
         id: r.get(0)?,

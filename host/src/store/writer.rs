@@ -28,8 +28,9 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::{self, Checkpoints};
-use super::sql::{Conn, Query};
-use super::{Commit, StoreError, commit, grouped, kv};
+use super::sql::{Conn, Query, query};
+use super::undelivered::Undelivered;
+use super::{Commit, StoreError, commit, grouped, kv, outbox};
 
 /// The most writes one transaction carries; bounds how long the first of
 /// a batch waits for the others' statements.
@@ -42,12 +43,41 @@ pub(super) enum Write {
     Commit(Arc<Commit>),
     /// One statement whose loss in a crash is harmless ([`Writer::mark`]).
     Mark(Query),
+    /// A look at the outbox between transactions ([`Writer::settle`]).
+    Settle,
+}
+
+/// What one write gave back.
+#[derive(Debug)]
+enum Answer {
+    /// Rows changed by a statement; 0 for a commit.
+    Changed(u64),
+    /// A settle's look: when the earliest waiting message is due, if any.
+    Next(Option<i64>),
+}
+
+/// What one write did inside its transaction.
+enum Applied {
+    /// A commit, with the outbox ids of its messages in their order.
+    Commit(Vec<i64>),
+    /// Rows changed by a statement.
+    Changed(u64),
+    /// A settle's look.
+    Next(Option<i64>),
 }
 
 struct Job {
     write: Write,
-    /// Rows changed by a statement; 0 for a commit.
-    done: oneshot::Sender<Result<u64, StoreError>>,
+    done: oneshot::Sender<Result<Answer, StoreError>>,
+}
+
+/// What every batch hands its results to besides its callers.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Shared {
+    /// Bounds of the kv namespaces, for their quota.
+    pub(super) usage: kv::Usage,
+    /// Each commit's messages, as it commits.
+    pub(super) undelivered: Arc<Undelivered>,
 }
 
 /// The queue in front of the writer; cheap to clone.
@@ -70,8 +100,11 @@ enum Queue {
 #[derive(Debug)]
 struct Lite {
     waiting: Mutex<Vec<Job>>,
-    conn: Mutex<rusqlite::Connection>,
-    usage: kv::Usage,
+    /// Held only by code that does not wait (a batch, a read) but waited
+    /// for asynchronously: a task that finds it taken lets its thread run
+    /// other tasks' plugin calls meanwhile instead of blocking it.
+    conn: tokio::sync::Mutex<rusqlite::Connection>,
+    shared: Shared,
     checkpoints: Checkpoints,
 }
 
@@ -95,7 +128,7 @@ impl Lite {
                     break;
                 }
                 // Every statement runs inside the first poll.
-                let done = commit_batch(Via::Lite(&mut conn), batch, &self.usage).now_or_never();
+                let done = commit_batch(Via::Lite(&mut conn), batch, &self.shared).now_or_never();
                 debug_assert!(done.is_some(), "an SQLite write never waits");
                 self.checkpoints.committed(&conn);
             }
@@ -121,26 +154,26 @@ impl std::fmt::Debug for Job {
 
 impl Writer {
     /// The SQLite writer, with its own connection to the file at `path`.
-    pub(super) fn sqlite(path: &std::path::Path, usage: kv::Usage) -> Result<Self, StoreError> {
+    pub(super) fn sqlite(path: &std::path::Path, shared: Shared) -> Result<Self, StoreError> {
         let conn = super::sql::open(path)?;
         checkpoint::manual(&conn)?;
         Ok(Self(Arc::new(Queue::Lite(Box::new(Lite {
             waiting: Mutex::new(Vec::new()),
-            conn: Mutex::new(conn),
-            usage,
+            conn: tokio::sync::Mutex::new(conn),
+            shared,
             checkpoints: Checkpoints::start(path.to_path_buf())?,
         })))))
     }
 
     /// Starts the PostgreSQL writer as a task on the current runtime. It
     /// ends when every handle to the queue is gone.
-    pub(super) fn postgres(pool: sqlx::AnyPool, usage: kv::Usage) -> Self {
+    pub(super) fn postgres(pool: sqlx::AnyPool, shared: Shared) -> Self {
         let (queue, mut jobs) = mpsc::unbounded_channel::<Job>();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let batch = std::mem::take(&mut batch);
-                commit_batch(Via::Any(&pool), batch, &usage).await;
+                commit_batch(Via::Any(&pool), batch, &shared).await;
             }
         });
         Self(Arc::new(Queue::Any(queue)))
@@ -149,7 +182,7 @@ impl Writer {
     /// Commits `c` with whatever else is waiting; resolves when it is
     /// durable or failed.
     pub(super) async fn commit(&self, c: Arc<Commit>) -> Result<(), StoreError> {
-        self.write(Write::Commit(c)).await.map(|_| ())
+        self.write_all(vec![Write::Commit(c)]).await.map(drop)
     }
 
     /// Records, with whatever else is waiting, something a crash may
@@ -158,7 +191,7 @@ impl Writer {
     /// network drops): the rows it changed. A batch of only these is not
     /// flushed to disk before it is answered on PostgreSQL.
     pub(super) async fn mark(&self, q: Query) -> Result<u64, StoreError> {
-        self.write(Write::Mark(q)).await
+        self.marks(vec![q]).await
     }
 
     /// Runs `read` on the SQLite writer's connection, between its batches.
@@ -170,13 +203,13 @@ impl Writer {
     /// takes microseconds, so waiting for a batch in progress costs less
     /// than reading everything again. Whatever queued meanwhile is
     /// committed after, as when a commit finds the connection taken.
-    pub(super) fn read<R>(
+    pub(super) async fn read<R>(
         &self,
         read: impl FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         match self.0.as_ref() {
             Queue::Lite(lite) => {
-                let result = read(&mut lock(&lite.conn));
+                let result = read(&mut *lite.conn.lock().await);
                 lite.drain();
                 result
             }
@@ -208,7 +241,10 @@ impl Writer {
     #[cfg(test)]
     pub(super) fn reprepared(&self, sql: &str) -> Option<i32> {
         match self.0.as_ref() {
-            Queue::Lite(lite) => lock(&lite.conn)
+            Queue::Lite(lite) => lite
+                .conn
+                .try_lock()
+                .ok()?
                 .prepare_cached(sql)
                 .ok()
                 .map(|stmt| stmt.get_status(rusqlite::StatementStatus::RePrepare)),
@@ -221,16 +257,34 @@ impl Writer {
     /// moment it queues, so marks queued one by one were a transaction
     /// each. The rows they changed, together.
     pub(super) async fn marks(&self, qs: Vec<Query>) -> Result<u64, StoreError> {
-        self.write_all(qs.into_iter().map(Write::Mark).collect())
-            .await
+        let answers = self
+            .write_all(qs.into_iter().map(Write::Mark).collect())
+            .await?;
+        Ok(answers
+            .iter()
+            .map(|a| match a {
+                Answer::Changed(n) => *n,
+                Answer::Next(_) => 0,
+            })
+            .sum())
     }
 
-    async fn write(&self, write: Write) -> Result<u64, StoreError> {
-        self.write_all(vec![write]).await
+    /// Writes `marks`, then looks, in the same transaction, for messages
+    /// waiting in the outbox: when the earliest is due, if any. Finding
+    /// none, the writer hands every later commit's messages to
+    /// [`Undelivered`] before it starts another transaction, so no commit
+    /// falls between the look and the switch.
+    pub(super) async fn settle(&self, marks: Vec<Query>) -> Result<Option<i64>, StoreError> {
+        let mut writes: Vec<Write> = marks.into_iter().map(Write::Mark).collect();
+        writes.push(Write::Settle);
+        match self.write_all(writes).await?.pop() {
+            Some(Answer::Next(next)) => Ok(next),
+            _ => Err(StoreError::Db("a settle gave no answer".into())),
+        }
     }
 
-    /// Queues `writes` at once and waits for all of them: the rows changed.
-    async fn write_all(&self, writes: Vec<Write>) -> Result<u64, StoreError> {
+    /// Queues `writes` at once and waits for all of them: their answers.
+    async fn write_all(&self, writes: Vec<Write>) -> Result<Vec<Answer>, StoreError> {
         let mut answers = Vec::with_capacity(writes.len());
         let jobs = writes.into_iter().map(|write| {
             let (done, answer) = oneshot::channel();
@@ -248,11 +302,11 @@ impl Writer {
                 }
             }
         }
-        let mut changed = 0;
+        let mut done = Vec::with_capacity(answers.len());
         for answer in answers {
-            changed += answer.await.map_err(|_| stopped())??;
+            done.push(answer.await.map_err(|_| stopped())??);
         }
-        Ok(changed)
+        Ok(done)
     }
 }
 
@@ -294,18 +348,36 @@ enum Via<'a> {
 /// Commits `batch` through `via` (one transaction each try), answering
 /// every job. A job whose own statements fail is answered with that error
 /// and the rest are tried again without it.
-async fn commit_batch(mut via: Via<'_>, mut batch: Vec<Job>, usage: &kv::Usage) {
+async fn commit_batch(mut via: Via<'_>, mut batch: Vec<Job>, shared: &Shared) {
     // Only PostgreSQL pays a round trip per statement.
     let mut grouped = matches!(via, Via::Any(_));
     while !batch.is_empty() {
         let attempt = match &mut via {
-            Via::Lite(conn) => lite_batch(conn, &batch, usage).await,
-            Via::Any(pool) => any_batch(pool, &batch, usage, grouped).await,
+            Via::Lite(conn) => lite_batch(conn, &batch, &shared.usage).await,
+            Via::Any(pool) => any_batch(pool, &batch, &shared.usage, grouped).await,
         };
         match attempt {
-            Ok(changed) => {
-                for (job, n) in batch.into_iter().zip(changed) {
-                    let _ = job.done.send(Ok(n));
+            Ok(applied) => {
+                // In batch order, before the next transaction (SQLite: with
+                // the connection still held).
+                for (job, applied) in batch.into_iter().zip(applied) {
+                    let answer = match (applied, &job.write) {
+                        (Applied::Commit(ids), Write::Commit(c)) => {
+                            shared
+                                .undelivered
+                                .committed(&ids, &c.messages, c.audit.at_ms);
+                            Answer::Changed(0)
+                        }
+                        (Applied::Next(next), _) => {
+                            if next.is_none() {
+                                shared.undelivered.settled();
+                            }
+                            Answer::Next(next)
+                        }
+                        (Applied::Changed(n), _) => Answer::Changed(n),
+                        (Applied::Commit(_), _) => Answer::Changed(0),
+                    };
+                    let _ = job.done.send(Ok(answer));
                 }
                 return;
             }
@@ -332,34 +404,44 @@ async fn apply_all(
     batch: &[Job],
     usage: &kv::Usage,
     grouped: bool,
-) -> Result<Vec<u64>, Failure> {
+) -> Result<Vec<Applied>, Failure> {
     let commits: Vec<(usize, &Commit)> = batch
         .iter()
         .enumerate()
         .filter_map(|(i, job)| match &job.write {
             Write::Commit(c) => Some((i, c.as_ref())),
-            Write::Mark(_) => None,
+            Write::Mark(_) | Write::Settle => None,
         })
         .collect();
-    let rows = if grouped && commits.len() > 1 {
-        grouped::insert(conn, &commits).await?;
-        commit::Rows::Own
+    let (rows, mut ids) = if grouped && !commits.is_empty() {
+        let ids = grouped::insert(conn, &commits).await?;
+        (commit::Rows::Own, ids.into_iter())
     } else {
-        commit::Rows::All
+        (commit::Rows::All, Vec::new().into_iter())
     };
-    let mut changed = Vec::with_capacity(batch.len());
+    let mut applied = Vec::with_capacity(batch.len());
     for (i, job) in batch.iter().enumerate() {
         let result = match &job.write {
-            Write::Commit(c) => commit::apply(conn, c, usage, rows).await.map(|()| 0),
-            Write::Mark(q) => q.execute(conn).await,
+            Write::Commit(c) => match commit::apply(conn, c, usage, rows).await {
+                Ok(own) if rows == commit::Rows::All => Ok(Applied::Commit(own)),
+                Ok(_) => Ok(Applied::Commit(
+                    ids.by_ref().take(c.messages.len()).collect(),
+                )),
+                Err(e) => Err(e),
+            },
+            Write::Mark(q) => q.execute(conn).await.map(Applied::Changed),
+            Write::Settle => query(outbox::NEXT_ATTEMPT)
+                .scalar::<Option<i64>>(conn)
+                .await
+                .map(|next| Applied::Next(next.flatten())),
         };
         match result {
-            Ok(n) => changed.push(n),
+            Ok(a) => applied.push(a),
             Err(e) if e.is_unavailable() => return Err(Failure::All(e)),
             Err(e) => return Err(Failure::One(i, e)),
         }
     }
-    Ok(changed)
+    Ok(applied)
 }
 
 /// One try of a batch on SQLite. `BEGIN IMMEDIATE` takes the write lock
@@ -369,7 +451,7 @@ async fn lite_batch(
     conn: &mut rusqlite::Connection,
     batch: &[Job],
     usage: &kv::Usage,
-) -> Result<Vec<u64>, Failure> {
+) -> Result<Vec<Applied>, Failure> {
     let control = |conn: &mut rusqlite::Connection, sql: &str| {
         conn.prepare_cached(sql)
             .and_then(|mut stmt| stmt.raw_execute())
@@ -395,8 +477,10 @@ async fn any_batch(
     batch: &[Job],
     usage: &kv::Usage,
     grouped: bool,
-) -> Result<Vec<u64>, Failure> {
-    let lazy = batch.iter().all(|job| matches!(job.write, Write::Mark(_)));
+) -> Result<Vec<Applied>, Failure> {
+    let lazy = batch
+        .iter()
+        .all(|job| matches!(job.write, Write::Mark(_) | Write::Settle));
     let mut tx = begin(pool, lazy).await.map_err(Failure::All)?;
     // Dropping the transaction on an error rolls it back.
     let changed = apply_all(&mut Conn::Any(&mut tx), batch, usage, grouped).await?;
