@@ -50,14 +50,20 @@ impl ChatSink for DeadTargetSink {
                 if let Ok(mut f) = self.failures.lock() {
                     *f.entry(target.clone()).or_default() += 1;
                 }
-                return Err(ChatError {
-                    target,
-                    message: "connection reset".into(),
-                    permanent: false,
-                });
+                return Err(reset(target));
             }
             self.ok.deliver(key, message).await
         })
+    }
+}
+
+/// A send to `target` that failed as a dropped connection does: worth
+/// trying again.
+fn reset(target: String) -> ChatError {
+    ChatError {
+        target,
+        message: "connection reset".into(),
+        permanent: false,
     }
 }
 
@@ -321,11 +327,7 @@ impl ChatSink for FlakySink {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 + 1;
             if n % self.every == 0 {
-                return Err(ChatError {
-                    target,
-                    message: "connection reset".into(),
-                    permanent: false,
-                });
+                return Err(reset(target));
             }
             if let Ok(mut out) = self.out.lock() {
                 out.push((key.to_owned(), target, message.body.clone()));

@@ -114,12 +114,10 @@ impl Undelivered {
     /// be written. Whether the marks should be written now (there are
     /// enough), or a write must be planned for later (the first to wait).
     pub(super) fn sent(&self, marks: impl IntoIterator<Item = Mark>) -> Plan {
+        let marks: Vec<Mark> = marks.into_iter().collect();
         let mut s = self.state();
-        let before = s.marks.len();
+        s.queue.retain(|p| !marks.iter().any(|m| m.id == p.id));
         s.marks.extend(marks);
-        let new = &s.marks[before..];
-        let ids: Vec<i64> = new.iter().map(|m| m.id).collect();
-        s.queue.retain(|p| !ids.contains(&p.id));
         if s.marks.len() >= MARKS_AT_ONCE {
             Plan::Now
         } else if s.planned || s.marks.is_empty() {
