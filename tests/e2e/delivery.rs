@@ -326,7 +326,7 @@ impl ChatSink for FlakySink {
                 .tries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 + 1;
-            if n % self.every == 0 {
+            if n.is_multiple_of(self.every) {
                 return Err(reset(target));
             }
             if let Ok(mut out) = self.out.lock() {
