@@ -292,7 +292,7 @@ async fn a_room_s_queue_goes_out_in_order_with_its_edits(
 /// send that went out by its key, in order.
 #[derive(Clone)]
 struct FlakySink {
-    every: u64,
+    every: Arc<std::sync::atomic::AtomicU64>,
     tries: Arc<std::sync::atomic::AtomicU64>,
     /// (key, target, body) of each send that went out.
     out: Arc<Mutex<Vec<(String, String, String)>>>,
@@ -301,7 +301,7 @@ struct FlakySink {
 impl FlakySink {
     fn new(every: u64) -> Self {
         Self {
-            every,
+            every: Arc::new(every.into()),
             tries: Arc::default(),
             out: Arc::default(),
         }
@@ -309,6 +309,12 @@ impl FlakySink {
 
     fn out(&self) -> Vec<(String, String, String)> {
         self.out.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// No send fails from now on.
+    fn heal(&self) {
+        self.every
+            .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -326,7 +332,7 @@ impl ChatSink for FlakySink {
                 .tries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 + 1;
-            if n.is_multiple_of(self.every) {
+            if n.is_multiple_of(self.every.load(std::sync::atomic::Ordering::Relaxed)) {
                 return Err(reset(target));
             }
             if let Ok(mut out) = self.out.lock() {
@@ -346,37 +352,49 @@ async fn replies_go_out_once_and_in_order_while_sends_fail(
     data: &Path,
 ) -> anyhow::Result<()> {
     const SENDERS: usize = 6;
+    const ROUNDS: usize = 4;
     const EACH: usize = 40;
     let clock = Arc::new(ManualClock::new(START));
     let shared: SharedClock = clock.clone();
-    let sink = FlakySink::new(7);
+    let sink = FlakySink::new(11);
     let bot = Arc::new(start_bot_into(db_url, data, "", shared, Arc::new(sink.clone())).await?);
     let console = Arc::new(Console::new(9));
-    let mut tasks = Vec::new();
-    for s in 0..SENDERS {
-        let (bot, console) = (bot.clone(), console.clone());
-        tasks.push(tokio::spawn(async move {
-            for i in 0..EACH {
-                let msg = Incoming {
-                    room: format!("!room{}:local", s % 3),
-                    ..console.message(
-                        &format!("@s{s}:local"),
-                        &format!("!points @s{s}n{i}:local"),
-                        START,
-                    )
-                };
-                bot.handle(&msg).await?;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    // What failed is retried with growing delays.
-    for minute in 1..=30 {
-        clock.set(START + minute * 60_000);
-        bot.flush().await?;
+    // Rounds of concurrent commands; between them, time passes until what
+    // failed went out, so each round starts with nothing waiting.
+    let mut now = START;
+    for round in 0..ROUNDS {
+        let mut tasks = Vec::new();
+        for s in 0..SENDERS {
+            let (bot, console) = (bot.clone(), console.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in round * EACH / ROUNDS..(round + 1) * EACH / ROUNDS {
+                    let msg = Incoming {
+                        room: format!("!room{}:local", s % 3),
+                        ..console.message(
+                            &format!("@s{s}:local"),
+                            &format!("!points @s{s}n{i}:local"),
+                            now,
+                        )
+                    };
+                    bot.handle(&msg).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        // What failed is retried with growing delays.
+        for _ in 0..10 {
+            now += 60_000;
+            clock.set(now);
+            bot.flush().await?;
+        }
+        assert_eq!(
+            bot.db.outbox_next_attempt().await?,
+            None,
+            "round {round}: something still waits"
+        );
     }
     let out = sink.out();
     let mut keys: Vec<&String> = out.iter().map(|(k, _, _)| k).collect();
@@ -396,10 +414,15 @@ async fn replies_go_out_once_and_in_order_while_sends_fail(
             .collect();
         assert_eq!(order, (0..EACH).collect::<Vec<_>>(), "sender {s} in {room}");
     }
-    // A restart finds every one marked delivered: nothing goes out again.
+    // One more, its mark still waiting in memory when the bot stops; a
+    // restart finds every one marked delivered: nothing goes out again.
+    sink.heal();
+    bot.handle(&console.message("@last:local", "!points", now))
+        .await?;
+    assert_eq!(sink.out().len(), SENDERS * EACH + 1);
     bot.shutdown().await;
     let sink_after = FlakySink::new(u64::MAX);
-    let clock: SharedClock = Arc::new(ManualClock::new(START + 3_600_000));
+    let clock: SharedClock = Arc::new(ManualClock::new(now + 3_600_000));
     let again = start_bot_into(db_url, data, "", clock, Arc::new(sink_after.clone())).await?;
     again.flush().await?;
     assert_eq!(sink_after.out(), Vec::new(), "sent again after a restart");

@@ -227,6 +227,7 @@ impl Db {
         if let Some(next) = self.undelivered.next_due() {
             return Ok(next);
         }
+        let _writing = self.undelivered.writing().await;
         let marks = self.undelivered.take_marks();
         let result = match mark_queries(self.backend, &marks) {
             Ok(queries) => self.writer.settle(queries).await,
@@ -272,6 +273,7 @@ impl Db {
 
     /// Writes the delivered marks waiting in memory, if any.
     pub async fn write_marks(&self) -> Result<(), StoreError> {
+        let _writing = self.undelivered.writing().await;
         let marks = self.undelivered.take_marks();
         if marks.is_empty() {
             return Ok(());

@@ -43,7 +43,13 @@ pub(super) struct Mark {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct Undelivered(Mutex<State>);
+pub(super) struct Undelivered {
+    state: Mutex<State>,
+    /// Held while marks are written: a read of the delivery state waits
+    /// for a write already under way (a timer's), or it could find a
+    /// message that write is marking still waiting, and send it again.
+    writing: tokio::sync::Mutex<()>,
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -61,7 +67,13 @@ struct State {
 
 impl Undelivered {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Taken around taking marks and writing them, so that once it is
+    /// held and the marks taken, every mark taken before is written.
+    pub(super) async fn writing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writing.lock().await
     }
 
     /// A commit with messages committed, their outbox ids in the order of
