@@ -227,16 +227,7 @@ impl Db {
         if let Some(next) = self.undelivered.next_due() {
             return Ok(next);
         }
-        let _writing = self.undelivered.writing().await;
-        let marks = self.undelivered.take_marks();
-        let result = match mark_queries(self.backend, &marks) {
-            Ok(queries) => self.writer.settle(queries).await,
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            self.undelivered.unwritten(marks);
-        }
-        result
+        self.write_marks_then(true).await
     }
 
     /// Marks messages delivered so they are never sent again, each with
@@ -273,22 +264,28 @@ impl Db {
 
     /// Writes the delivered marks waiting in memory, if any.
     pub async fn write_marks(&self) -> Result<(), StoreError> {
+        self.write_marks_then(false).await.map(drop)
+    }
+
+    /// Writes the delivered marks waiting in memory and, with `settle`,
+    /// looks for waiting messages in the same transaction
+    /// ([`super::writer::Writer::settle`]): the look's answer. Marks whose
+    /// write fails wait again.
+    async fn write_marks_then(&self, settle: bool) -> Result<Option<i64>, StoreError> {
         let _writing = self.undelivered.writing().await;
         let marks = self.undelivered.take_marks();
-        if marks.is_empty() {
-            return Ok(());
+        if marks.is_empty() && !settle {
+            return Ok(None);
         }
-        let written = match mark_queries(self.backend, &marks) {
-            Ok(queries) => self.writer.marks(queries).await,
+        let result = match mark_queries(self.backend, &marks) {
+            Ok(queries) if settle => self.writer.settle(queries).await,
+            Ok(queries) => self.writer.marks(queries).await.map(|_| None),
             Err(e) => Err(e),
         };
-        match written {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                self.undelivered.unwritten(marks);
-                Err(e)
-            }
+        if result.is_err() {
+            self.undelivered.unwritten(marks);
         }
+        result
     }
 
     /// Where `plugin`'s message with `handle` went, if it has one on

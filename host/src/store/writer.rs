@@ -47,28 +47,20 @@ pub(super) enum Write {
     Settle,
 }
 
-/// What one write gave back.
+/// What one write did inside its transaction; its caller's answer.
 #[derive(Debug)]
-enum Answer {
-    /// Rows changed by a statement; 0 for a commit.
-    Changed(u64),
-    /// A settle's look: when the earliest waiting message is due, if any.
-    Next(Option<i64>),
-}
-
-/// What one write did inside its transaction.
 enum Applied {
     /// A commit, with the outbox ids of its messages in their order.
     Commit(Vec<i64>),
     /// Rows changed by a statement.
     Changed(u64),
-    /// A settle's look.
+    /// A settle's look: when the earliest waiting message is due, if any.
     Next(Option<i64>),
 }
 
 struct Job {
     write: Write,
-    done: oneshot::Sender<Result<Answer, StoreError>>,
+    done: oneshot::Sender<Result<Applied, StoreError>>,
 }
 
 /// What every batch hands its results to besides its callers.
@@ -263,8 +255,8 @@ impl Writer {
         Ok(answers
             .iter()
             .map(|a| match a {
-                Answer::Changed(n) => *n,
-                Answer::Next(_) => 0,
+                Applied::Changed(n) => *n,
+                Applied::Commit(_) | Applied::Next(_) => 0,
             })
             .sum())
     }
@@ -278,13 +270,13 @@ impl Writer {
         let mut writes: Vec<Write> = marks.into_iter().map(Write::Mark).collect();
         writes.push(Write::Settle);
         match self.write_all(writes).await?.pop() {
-            Some(Answer::Next(next)) => Ok(next),
+            Some(Applied::Next(next)) => Ok(next),
             _ => Err(StoreError::Db("a settle gave no answer".into())),
         }
     }
 
     /// Queues `writes` at once and waits for all of them: their answers.
-    async fn write_all(&self, writes: Vec<Write>) -> Result<Vec<Answer>, StoreError> {
+    async fn write_all(&self, writes: Vec<Write>) -> Result<Vec<Applied>, StoreError> {
         let mut answers = Vec::with_capacity(writes.len());
         let jobs = writes.into_iter().map(|write| {
             let (done, answer) = oneshot::channel();
@@ -361,23 +353,16 @@ async fn commit_batch(mut via: Via<'_>, mut batch: Vec<Job>, shared: &Shared) {
                 // In batch order, before the next transaction (SQLite: with
                 // the connection still held).
                 for (job, applied) in batch.into_iter().zip(applied) {
-                    let answer = match (applied, &job.write) {
+                    match (&applied, &job.write) {
                         (Applied::Commit(ids), Write::Commit(c)) => {
                             shared
                                 .undelivered
-                                .committed(&ids, &c.messages, c.audit.at_ms);
-                            Answer::Changed(0)
+                                .committed(ids, &c.messages, c.audit.at_ms);
                         }
-                        (Applied::Next(next), _) => {
-                            if next.is_none() {
-                                shared.undelivered.settled();
-                            }
-                            Answer::Next(next)
-                        }
-                        (Applied::Changed(n), _) => Answer::Changed(n),
-                        (Applied::Commit(_), _) => Answer::Changed(0),
-                    };
-                    let _ = job.done.send(Ok(answer));
+                        (Applied::Next(None), _) => shared.undelivered.settled(),
+                        _ => {}
+                    }
+                    let _ = job.done.send(Ok(applied));
                 }
                 return;
             }
