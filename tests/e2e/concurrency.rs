@@ -106,6 +106,69 @@ async fn each_event_is_delivered_once(db_url: &str, data: &Path) -> anyhow::Resu
     Ok(())
 }
 
+/// Two hosts on one database (a standby replica answering a webhook,
+/// later): what one writes is never hidden from the other by what the
+/// other keeps of the plugin's data in memory. A command that writes on
+/// stale data runs again on fresh data, so no point is lost; one that
+/// only reads sees the other's writes within seconds.
+async fn another_host_s_writes_reach_this_one(db_url: &str, data: &Path) -> anyhow::Result<()> {
+    let (here, here_sink) = start_bot(db_url, &data.join("here"), "").await?;
+    let (there, there_sink) = start_bot(db_url, &data.join("there"), "").await?;
+    let (c1, c2) = (Console::new(11), Console::new(12));
+    here.handle(&c1.message("@bob:local", "!points", 0)).await?;
+    assert_eq!(here_sink.take(), ["@bob:local: 0 points, not ranked yet"]);
+    there
+        .handle(&c2.message("@root:local", "!points give @bob:local 5 \"для релиза\"", 0))
+        .await?;
+    assert_eq!(
+        there_sink.take(),
+        ["@bob:local +5 points (для релиза); now 5"]
+    );
+    here.handle(&c1.message("@root:local", "!points give @bob:local 1 didn't", 0))
+        .await?;
+    assert_eq!(here_sink.take(), ["@bob:local +1 points (didn't); now 6"]);
+    here.handle(&c1.message("@bob:local", "!points", 0)).await?;
+    assert_eq!(here_sink.take(), ["@bob:local: 6 points, rank 1 of 1"]);
+    there
+        .handle(&c2.message("@root:local", "!points give @bob:local 2 🚀", 0))
+        .await?;
+    assert_eq!(there_sink.take(), ["@bob:local +2 points (🚀); now 8"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    loop {
+        here.handle(&c1.message("@bob:local", "!points", 0)).await?;
+        let seen = here_sink.take();
+        if seen == ["@bob:local: 8 points, rank 1 of 1"] {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the other host's +2 is still not seen: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    here.shutdown().await;
+    there.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_host_s_writes_reach_this_one_on_sqlite() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    another_host_s_writes_reach_this_one(&sqlite(data.path()), data.path()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_host_s_writes_reach_this_one_on_postgres() -> anyhow::Result<()> {
+    let Some(url) = postgres_url("another host's writes") else {
+        return Ok(());
+    };
+    let data = tempfile::tempdir()?;
+    let db = TempPostgres::create(&url).await?;
+    let result = another_host_s_writes_reach_this_one(&db.url, data.path()).await;
+    db.drop_db().await?;
+    result
+}
+
 fn sqlite(data: &Path) -> String {
     sqlite_url(data)
 }

@@ -241,8 +241,10 @@ impl Db {
             }
             other => other,
         };
-        if result.is_ok() {
-            self.committed(c);
+        match (&result, &c.kv) {
+            (Ok(()), _) => self.committed(c),
+            (Err(StoreError::Conflict), Some(kv)) => self.kv_copy.forget(&kv.namespace),
+            _ => {}
         }
         result
     }
@@ -267,16 +269,26 @@ pub(super) enum Rows {
     Own,
 }
 
+/// What [`apply`] wrote that the writer hands on once it committed.
+#[derive(Debug)]
+pub(super) struct Written {
+    /// The outbox ids of the commit's messages, in their order.
+    pub(super) ids: Vec<i64>,
+    /// The version its kv writes got.
+    pub(super) stamp: i64,
+}
+
 /// Writes `c` inside the writer's open transaction on `tx`; `usage`
-/// bounds the kv namespaces for their quota. The outbox ids of the
-/// messages it wrote, in their order (none with [`Rows::Own`]).
+/// bounds the kv namespaces for their quota. The outbox ids it gives are
+/// none with [`Rows::Own`].
 pub(super) async fn apply(
     tx: &mut Conn<'_>,
     c: &Commit,
     usage: &kv::Usage,
     rows: Rows,
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<Written, StoreError> {
     let now = c.audit.at_ms;
+    let stamp = next_stamp(now);
     if let (Rows::All, Some(id)) = (rows, &c.processed) {
         let inserted = query(PROCESSED).bind(id).bind(now).execute(tx).await?;
         if inserted == 0 {
@@ -287,7 +299,7 @@ pub(super) async fn apply(
         schedules::apply_fired(tx, fired).await?;
     }
     if let Some(changes) = &c.kv {
-        kv::apply(tx, changes, next_stamp(now), usage).await?;
+        kv::apply(tx, changes, stamp, usage).await?;
     }
     schedules::apply_changes(tx, &c.schedules, now).await?;
     let mut ids = Vec::new();
@@ -394,5 +406,5 @@ pub(super) async fn apply(
     if rows == Rows::All {
         audit::insert(tx, &c.audit).await?;
     }
-    Ok(ids)
+    Ok(Written { ids, stamp })
 }

@@ -83,22 +83,34 @@ impl Usage {
 }
 
 impl Db {
-    /// The entry under `key`, if any.
+    /// The entry under `key`, if any: from the copy of what this process
+    /// last read or wrote (`kv_copy`) when it is fresh.
     pub async fn kv_get(&self, ns: &str, key: &str) -> Result<Option<KvRow>, StoreError> {
+        let (value, version) = match self.kv_copy.get(ns, key) {
+            Ok(copied) => copied,
+            Err(miss) => {
+                let read = std::time::Instant::now();
+                let stored = self.kv_read(ns, key).await?;
+                self.kv_copy.fill(ns, key, miss, read, stored.clone());
+                stored
+            }
+        };
+        Ok(value.map(|value| KvRow {
+            key: key.to_owned(),
+            value,
+            version,
+        }))
+    }
+
+    /// The entry under `key` as the database holds it: (none, 0) if absent.
+    async fn kv_read(&self, ns: &str, key: &str) -> Result<(Option<Vec<u8>>, i64), StoreError> {
         let q = query("SELECT value, version FROM plugin_kv WHERE plugin = $1 AND key = $2")
             .bind(ns)
             .bind(key);
-        self.read_all(&q)
-            .await?
-            .first()
-            .map(|r| {
-                Ok(KvRow {
-                    key: key.to_owned(),
-                    value: r.get(0)?,
-                    version: r.get(1)?,
-                })
-            })
-            .transpose()
+        match self.read_all(&q).await?.first() {
+            Some(r) => Ok((Some(r.get(0)?), r.get(1)?)),
+            None => Ok((None, 0)),
+        }
     }
 
     /// Every entry whose key starts with `prefix`, sorted by key
@@ -112,8 +124,23 @@ impl Db {
         max_bytes: usize,
     ) -> Result<Option<Vec<KvRow>>, StoreError> {
         let mut scan = Scan::new(max_bytes);
-        self.read_while(&scan_query(ns, prefix), |row| scan.take(&row))
-            .await?;
+        match self.kv_copy.scan(ns, prefix) {
+            Ok(rows) => {
+                for row in rows {
+                    if !scan.push(row) {
+                        break;
+                    }
+                }
+            }
+            Err(miss) => {
+                let read = std::time::Instant::now();
+                self.read_while(&scan_query(ns, prefix), |row| scan.take(&row))
+                    .await?;
+                if !scan.over {
+                    self.kv_copy.fill_scan(ns, prefix, miss, read, &scan.rows);
+                }
+            }
+        }
         Ok(scan.rows())
     }
 }
@@ -161,18 +188,22 @@ impl Scan {
 
     /// Takes one row: whether to go on.
     fn take(&mut self, r: &Row) -> Result<bool, StoreError> {
-        let row = KvRow {
+        Ok(self.push(KvRow {
             key: r.get(0)?,
             value: r.get(1)?,
             version: r.get(2)?,
-        };
+        }))
+    }
+
+    /// [`Scan::take`] for a row already read.
+    fn push(&mut self, row: KvRow) -> bool {
         self.bytes = self.bytes.saturating_add(row.key.len() + row.value.len());
         if self.rows.len() >= MAX_SCAN_ROWS || self.bytes > self.max_bytes {
             self.over = true;
-            return Ok(false);
+            return false;
         }
         self.rows.push(row);
-        Ok(true)
+        true
     }
 
     /// The rows, or none if the scan went over its bounds.

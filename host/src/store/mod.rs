@@ -1,10 +1,15 @@
 //! The database: the only place host state lives, on SQLite or PostgreSQL.
 //!
-//! Every query is written once, in SQL both backends accept, and runs
-//! through sqlx's `Any` driver; the backends differ only in their migration
-//! folders and in how a write transaction starts. Nothing outside this
+//! Every query is written once, in SQL both backends accept (`sql` binds
+//! it to either): on PostgreSQL through sqlx's `Any` driver, on SQLite the
+//! hot path's reads and every commit call SQLite directly on the writer's
+//! connection, while the rest runs through sqlx. The backends differ in
+//! their migration folders, in how a write transaction starts and in the
+//! PostgreSQL-only grouped statements (`grouped`). Nothing outside this
 //! module writes SQL. State is kept here rather than in memory so a restart
-//! loses nothing and, later, several replicas can share one database.
+//! loses nothing and, later, several replicas can share one database; what
+//! is kept in memory (`roles`, `kv_copy`, `undelivered`) is a copy the
+//! database can always replace.
 
 mod audit;
 mod checkpoint;
@@ -14,6 +19,7 @@ mod grouped;
 mod http;
 mod jobs;
 mod kv;
+mod kv_copy;
 mod outbox;
 mod pending;
 mod positions;
@@ -126,6 +132,8 @@ pub struct Db {
     /// The outbox's waiting messages while all are known in memory, and
     /// delivered marks not yet written.
     undelivered: std::sync::Arc<undelivered::Undelivered>,
+    /// Plugin kv entries as last read or written here.
+    kv_copy: kv_copy::Copies,
 }
 
 /// A kind of work commits leave to be done after them.
@@ -215,6 +223,7 @@ impl Db {
             waiting: std::sync::Arc::default(),
             roles: roles::Cached::default(),
             undelivered: shared.undelivered,
+            kv_copy: shared.kv,
         }
     }
 

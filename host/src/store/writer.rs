@@ -28,6 +28,7 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::{self, Checkpoints};
+use super::kv_copy::Copies;
 use super::sql::{Conn, Query, query};
 use super::undelivered::Undelivered;
 use super::{Commit, StoreError, commit, grouped, kv, outbox};
@@ -50,8 +51,8 @@ pub(super) enum Write {
 /// What one write did inside its transaction; its caller's answer.
 #[derive(Debug)]
 enum Applied {
-    /// A commit, with the outbox ids of its messages in their order.
-    Commit(Vec<i64>),
+    /// A commit, with what it wrote that is handed on.
+    Commit(commit::Written),
     /// Rows changed by a statement.
     Changed(u64),
     /// A settle's look: when the earliest waiting message is due, if any.
@@ -70,6 +71,8 @@ pub(super) struct Shared {
     pub(super) usage: kv::Usage,
     /// Each commit's messages, as it commits.
     pub(super) undelivered: Arc<Undelivered>,
+    /// Each commit's kv writes, as it commits.
+    pub(super) kv: Copies,
 }
 
 /// The queue in front of the writer; cheap to clone.
@@ -354,10 +357,15 @@ async fn commit_batch(mut via: Via<'_>, mut batch: Vec<Job>, shared: &Shared) {
                 // the connection still held).
                 for (job, applied) in batch.into_iter().zip(applied) {
                     match (&applied, &job.write) {
-                        (Applied::Commit(ids), Write::Commit(c)) => {
+                        (Applied::Commit(written), Write::Commit(c)) => {
                             shared
                                 .undelivered
-                                .committed(ids, &c.messages, c.audit.at_ms);
+                                .committed(&written.ids, &c.messages, c.audit.at_ms);
+                            if let Some(kv) = &c.kv {
+                                shared
+                                    .kv
+                                    .committed(&kv.namespace, &kv.writes, written.stamp);
+                            }
                         }
                         (Applied::Next(None), _) => shared.undelivered.settled(),
                         _ => {}
@@ -409,9 +417,10 @@ async fn apply_all(
         let result = match &job.write {
             Write::Commit(c) => match commit::apply(conn, c, usage, rows).await {
                 Ok(own) if rows == commit::Rows::All => Ok(Applied::Commit(own)),
-                Ok(_) => Ok(Applied::Commit(
-                    ids.by_ref().take(c.messages.len()).collect(),
-                )),
+                Ok(own) => Ok(Applied::Commit(commit::Written {
+                    ids: ids.by_ref().take(c.messages.len()).collect(),
+                    ..own
+                })),
                 Err(e) => Err(e),
             },
             Write::Mark(q) => q.execute(conn).await.map(Applied::Changed),
