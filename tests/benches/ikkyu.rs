@@ -111,25 +111,32 @@ async fn sustained(
 }
 
 /// `IKKYU_BENCH_SUSTAIN=<seconds>`: only the sustained `!points` phase
-/// on SQLite (4 senders) after a warm-up, announced on stderr as it
-/// starts, so a profiler attached then (`perf record -p`, `strace -p`)
-/// sees nothing else.
+/// after a warm-up, announced on stderr as it starts, so a profiler
+/// attached then (`perf record -p`, `strace -p`) sees nothing else. On
+/// SQLite with 4 senders, or with `IKKYU_BENCH_SUSTAIN_POSTGRES=<url>` on
+/// a new database there with 8, as the full bench runs each.
 async fn sustain_only(seconds: u64) -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
-    let (bot, sink) = start_bot(
-        &sqlite_url(data.path()),
-        data.path(),
-        "quarantine_after = 1000000",
-    )
-    .await?;
+    let pg = match std::env::var("IKKYU_BENCH_SUSTAIN_POSTGRES") {
+        Ok(url) => Some(TempPostgres::create(&url).await?),
+        Err(_) => None,
+    };
+    let (url, senders) = match &pg {
+        Some(pg) => (pg.url.clone(), 8),
+        None => (sqlite_url(data.path()), 4),
+    };
+    let (bot, sink) = start_bot(&url, data.path(), "quarantine_after = 1000000").await?;
     let (bot, console) = (Arc::new(bot), Arc::new(Console::new(7)));
-    sustained(&bot, &console, 4, Duration::from_secs(2)).await?;
+    sustained(&bot, &console, senders, Duration::from_secs(2)).await?;
     sink.take();
     eprintln!("sustaining for {seconds} s, pid {}", std::process::id());
-    let (done, rate) = sustained(&bot, &console, 4, Duration::from_secs(seconds)).await?;
+    let (done, rate) = sustained(&bot, &console, senders, Duration::from_secs(seconds)).await?;
     anyhow::ensure!(sink.take().len() as u64 == done, "one reply per command");
-    println!("{done} `!points` in {seconds} s from 4 senders: {rate:.0}/s");
+    println!("{done} `!points` in {seconds} s from {senders} senders: {rate:.0}/s");
     bot.shutdown().await;
+    if let Some(pg) = pg {
+        pg.drop_db().await?;
+    }
     Ok(())
 }
 

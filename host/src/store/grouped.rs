@@ -16,15 +16,6 @@ use super::commit::Commit;
 use super::sql::{Conn, query};
 use super::{StoreError, audit, outbox};
 
-/// Why the batch's rows were not written.
-pub(super) enum Refusal {
-    /// Commit `usize` (an index into the batch) was handled before.
-    Duplicate(usize, String),
-    /// A statement failed, and which commit's row caused it is not known:
-    /// the batch must be written commit by commit to find out.
-    Unattributed(StoreError),
-}
-
 /// A batch's processed markers (`$1`, a JSON array of `{message_id,
 /// processed_ms}`), replies (`$2`, of [`outbox::Stored`]) and audit
 /// records (`$3`, of [`audit::Stored`]) in one statement, the replies and
@@ -34,6 +25,12 @@ pub(super) enum Refusal {
 /// inserted (its message id) and per reply (its id): a reply's rows are
 /// produced in array order and each takes the sequence's next value as it
 /// is inserted, so the ids, sorted, are the replies' in array order.
+///
+/// The statement fails unless every marker was inserted (`$4` is how many
+/// there are): a command handled before, or twice in the batch, must
+/// leave no reply or record, and the statement may be committed on its
+/// own ([`only_rows`]). The writer then writes the batch commit by commit,
+/// which finds the duplicate.
 const ROWS: &str = "WITH p AS (INSERT INTO processed_messages (message_id, processed_ms) \
      SELECT message_id, processed_ms FROM json_to_recordset($1::json) \
      AS x(message_id text, processed_ms bigint) \
@@ -52,15 +49,14 @@ const ROWS: &str = "WITH p AS (INSERT INTO processed_messages (message_id, proce
      room text, command text, plugin text, plugin_version text, decision text, outcome text, \
      detail text, duration_us bigint)) WITH ORDINALITY AS x(at_ms, kind, actor, room, command, \
      plugin, plugin_version, decision, outcome, detail, duration_us, n) ORDER BY n) \
-     SELECT message_id, NULL::bigint FROM p UNION ALL SELECT NULL, id FROM o";
+     SELECT message_id, NULL::bigint FROM p UNION ALL SELECT NULL, id FROM o \
+     UNION ALL SELECT NULL, NULL WHERE NOT ikkyu_check((SELECT count(*) FROM p) = $4, \
+     'a message of this batch was handled before')";
 
-/// Inserts the processed markers, replies and audit records of `commits`
-/// (each with its index in the batch), in batch order, in one round trip:
-/// the replies' ids, in the same order.
-pub(super) async fn insert(
-    tx: &mut Conn<'_>,
-    commits: &[(usize, &Commit)],
-) -> Result<Vec<i64>, Refusal> {
+/// Inserts the processed markers, replies and audit records of `commits`,
+/// in batch order, in one round trip: the replies' ids, in the same order.
+/// Fails, writing nothing, if any marker was there before.
+pub(super) async fn insert(tx: &mut Conn<'_>, commits: &[&Commit]) -> Result<Vec<i64>, StoreError> {
     #[derive(serde::Serialize)]
     struct Marker<'a> {
         message_id: &'a str,
@@ -68,7 +64,7 @@ pub(super) async fn insert(
     }
     let markers: Vec<Marker<'_>> = commits
         .iter()
-        .filter_map(|(_, c)| {
+        .filter_map(|c| {
             c.processed.as_deref().map(|id| Marker {
                 message_id: id,
                 processed_ms: c.audit.at_ms,
@@ -77,7 +73,7 @@ pub(super) async fn insert(
         .collect();
     let messages: Vec<outbox::Stored<'_>> = commits
         .iter()
-        .flat_map(|(_, c)| {
+        .flat_map(|c| {
             c.messages
                 .iter()
                 .map(|m| outbox::Stored::new(m, c.audit.at_ms))
@@ -85,39 +81,58 @@ pub(super) async fn insert(
         .collect();
     let records: Vec<audit::Stored<'_>> = commits
         .iter()
-        .map(|(_, c)| audit::Stored::from(&c.audit))
+        .map(|c| audit::Stored::from(&c.audit))
         .collect();
-    let mut inserted = std::collections::HashSet::new();
+    let expected = i64::try_from(markers.len()).unwrap_or(i64::MAX);
     let mut ids = Vec::with_capacity(messages.len());
     query(ROWS)
         .bind(json(&markers)?)
         .bind(json(&messages)?)
         .bind(json(&records)?)
+        .bind(expected)
         .fetch_while(tx, |row| {
-            match row.get::<Option<String>>(0)? {
-                Some(marker) => inserted.insert(marker),
-                None => {
-                    ids.extend(row.get::<Option<i64>>(1)?);
-                    true
-                }
-            };
+            ids.extend(row.get::<Option<i64>>(1)?);
             Ok(true)
         })
-        .await
-        .map_err(Refusal::Unattributed)?;
-    // A marker already there (or taken by an earlier commit of the batch)
-    // is a duplicate.
-    for (i, c) in commits {
-        if let Some(id) = &c.processed
-            && !inserted.remove(id)
-        {
-            return Err(Refusal::Duplicate(*i, id.clone()));
-        }
-    }
+        .await?;
     ids.sort_unstable();
     Ok(ids)
 }
 
-fn json<T: serde::Serialize + ?Sized>(rows: &T) -> Result<String, Refusal> {
-    serde_json::to_string(rows).map_err(|e| Refusal::Unattributed(StoreError::Refused(Box::new(e))))
+/// Whether everything `c` writes is what [`insert`] writes: then a batch
+/// of such commits is that one statement, with no transaction around it.
+/// Most commands only read and answer (`!points`, `!oncall`, help, every
+/// refusal), and a transaction's begin and commit were two of its three
+/// round trips.
+pub(super) fn only_rows(c: &Commit) -> bool {
+    // Every field named, so that a new kind of effect must be decided here.
+    let Commit {
+        processed: _,
+        audit: _,
+        messages: _,
+        kv,
+        events,
+        roles,
+        delivery,
+        schedules,
+        fired,
+        sends,
+        sent,
+        jobs,
+        job_end,
+    } = c;
+    kv.as_ref().is_none_or(|kv| kv.writes.is_empty())
+        && events.is_empty()
+        && roles.is_empty()
+        && delivery.is_none()
+        && schedules.is_empty()
+        && fired.is_none()
+        && sends.is_empty()
+        && sent.is_none()
+        && jobs.is_empty()
+        && job_end.is_none()
+}
+
+fn json<T: serde::Serialize + ?Sized>(rows: &T) -> Result<String, StoreError> {
+    serde_json::to_string(rows).map_err(|e| StoreError::Refused(Box::new(e)))
 }

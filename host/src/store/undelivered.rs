@@ -9,10 +9,14 @@
 //! exactly the ones this process committed and has not sent, so the
 //! writer hands each commit's rows here as it commits them (with their
 //! ids) and a pass takes them from here ("exact"). A failed send, or a
-//! database this process has not seen empty, turns that off and the
-//! passes read the database as before; the writer turns it on again when
-//! it finds nothing waiting there, between two of its transactions, so
-//! no commit falls between the look and the switch.
+//! database this process has not looked at yet, turns that off and the
+//! passes read the database as before; the writer turns it on again when,
+//! between two of its transactions, it finds no more than
+//! [`KNOWN_AT_MOST`] messages waiting there and none waiting for a later
+//! try: it takes those, so no commit falls between the look and the
+//! switch. (Waiting for an empty outbox instead left a busy bot reading
+//! the database for good: under steady load some reply is always between
+//! its commit and its mark.)
 //!
 //! Delivered marks wait here too and go to the database together, in one
 //! transaction per [`MARKS_AT_ONCE`] or per [`MARKS_WAIT`]: losing them in
@@ -29,6 +33,10 @@ use super::outbox::{Edit, OutMessage, PendingMessage};
 
 /// Marks written together as soon as this many wait.
 pub(super) const MARKS_AT_ONCE: usize = 64;
+
+/// The most waiting messages the writer's look takes into memory; with
+/// more, passes read the database until it has fewer.
+pub(super) const KNOWN_AT_MOST: usize = 64;
 
 /// How long a mark waits for others before it is written anyway.
 pub(super) const MARKS_WAIT: Duration = Duration::from_millis(20);
@@ -59,6 +67,10 @@ struct State {
     exact: bool,
     /// Committed, not yet sent, in id order.
     queue: VecDeque<PendingMessage>,
+    /// The highest id in `queue` so far: a commit's message the look
+    /// already took (the look ran after it, in the same transaction) is
+    /// not taken twice.
+    last: i64,
     /// Sent, not yet marked in the database.
     marks: Vec<Mark>,
     /// A write of `marks` is already planned.
@@ -85,16 +97,26 @@ impl Undelivered {
             return;
         }
         for (id, m) in ids.iter().zip(messages) {
-            s.queue.push_back(stored(*id, m, at_ms));
+            if *id > s.last {
+                s.last = *id;
+                s.queue.push_back(stored(*id, m, at_ms));
+            }
         }
     }
 
-    /// The writer found nothing waiting in the database, between two of
-    /// its transactions: from now on every waiting message passes here.
-    pub(super) fn settled(&self) {
+    /// The writer read every message waiting in the database (`waiting`,
+    /// oldest first, all due), between two of its transactions: from now
+    /// on every waiting message passes here. One already sent, whose mark
+    /// is not written yet, is not sent again.
+    pub(super) fn settled(&self, waiting: Vec<PendingMessage>) {
         let mut s = self.state();
+        let s = &mut *s;
         s.exact = true;
-        s.queue.clear();
+        s.last = waiting.last().map_or(s.last, |p| p.id.max(s.last));
+        s.queue = waiting
+            .into_iter()
+            .filter(|p| !s.marks.iter().any(|m| m.id == p.id))
+            .collect();
     }
 
     /// Something waits in the database that is not here (a send failed
@@ -206,7 +228,7 @@ mod tests {
         let u = Undelivered::default();
         u.committed(&[1], &[message("a")], 0);
         assert!(u.due(10).is_none(), "a fresh handle reads the database");
-        u.settled();
+        u.settled(Vec::new());
         assert_eq!(u.due(10).map(|d| d.len()), Some(0), "1 came before");
         u.committed(&[2, 3], &[message("b"), message("c")], 5);
         let due = u.due(10).unwrap_or_default();
@@ -218,6 +240,19 @@ mod tests {
         u.not_exact();
         assert!(u.due(10).is_none());
         assert!(u.next_due().is_none());
+    }
+
+    #[test]
+    fn what_the_look_took_is_not_sent_twice() {
+        let u = Undelivered::default();
+        let pending = |id: i64| stored(id, &message("m"), 0);
+        // 1 went out while the look read the database; its mark waits.
+        u.sent([mark(1)]);
+        u.settled(vec![pending(1), pending(2), pending(3)]);
+        // 3 was committed before the look, in the look's transaction.
+        u.committed(&[3, 4], &[message("c"), message("d")], 0);
+        let due = u.due(10).unwrap_or_default();
+        assert_eq!(due.iter().map(|p| p.id).collect::<Vec<_>>(), [2, 3, 4]);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::{self, Checkpoints};
 use super::kv_copy::Copies;
-use super::sql::{Conn, Query, query};
+use super::sql::{Conn, Query};
 use super::undelivered::Undelivered;
 use super::{Commit, StoreError, commit, grouped, kv, outbox};
 
@@ -55,8 +55,8 @@ enum Applied {
     Commit(commit::Written),
     /// Rows changed by a statement.
     Changed(u64),
-    /// A settle's look: when the earliest waiting message is due, if any.
-    Next(Option<i64>),
+    /// A settle's look at the outbox.
+    Look(outbox::Look),
 }
 
 struct Job {
@@ -167,8 +167,17 @@ impl Writer {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let batch = std::mem::take(&mut batch);
-                commit_batch(Via::Any(&pool), batch, &shared).await;
+                // Commits apart from marks and looks: a batch of commits
+                // that write only `grouped`'s rows is one statement, and
+                // marks do not wait for the disk (see `any_batch`).
+                let (commits, rest): (Vec<Job>, Vec<Job>) = batch
+                    .drain(..)
+                    .partition(|job| matches!(job.write, Write::Commit(_)));
+                for part in [commits, rest] {
+                    if !part.is_empty() {
+                        commit_batch(Via::Any(&pool), part, &shared).await;
+                    }
+                }
             }
         });
         Self(Arc::new(Queue::Any(queue)))
@@ -259,21 +268,22 @@ impl Writer {
             .iter()
             .map(|a| match a {
                 Applied::Changed(n) => *n,
-                Applied::Commit(_) | Applied::Next(_) => 0,
+                Applied::Commit(_) | Applied::Look(_) => 0,
             })
             .sum())
     }
 
-    /// Writes `marks`, then looks, in the same transaction, for messages
-    /// waiting in the outbox: when the earliest is due, if any. Finding
-    /// none, the writer hands every later commit's messages to
-    /// [`Undelivered`] before it starts another transaction, so no commit
-    /// falls between the look and the switch.
+    /// Writes `marks`, then looks, in the same transaction, at the
+    /// messages waiting in the outbox: when the earliest is due, if any.
+    /// Finding only a few, none of them waiting for a later try, the
+    /// writer hands them to [`Undelivered`], and every later commit's
+    /// messages after them, before it starts another transaction, so no
+    /// commit falls between the look and the switch.
     pub(super) async fn settle(&self, marks: Vec<Query>) -> Result<Option<i64>, StoreError> {
         let mut writes: Vec<Write> = marks.into_iter().map(Write::Mark).collect();
         writes.push(Write::Settle);
         match self.write_all(writes).await?.pop() {
-            Some(Applied::Next(next)) => Ok(next),
+            Some(Applied::Look(outbox::Look::Next(next))) => Ok(next),
             _ => Err(StoreError::Db("a settle gave no answer".into())),
         }
     }
@@ -322,16 +332,6 @@ enum Failure {
     Grouped(StoreError),
 }
 
-impl From<grouped::Refusal> for Failure {
-    fn from(r: grouped::Refusal) -> Self {
-        match r {
-            grouped::Refusal::Duplicate(i, id) => Failure::One(i, StoreError::Duplicate(id)),
-            grouped::Refusal::Unattributed(e) if e.is_unavailable() => Failure::All(e),
-            grouped::Refusal::Unattributed(e) => Failure::Grouped(e),
-        }
-    }
-}
-
 /// The connection a writer commits through.
 enum Via<'a> {
     /// The SQLite writer's own.
@@ -356,20 +356,24 @@ async fn commit_batch(mut via: Via<'_>, mut batch: Vec<Job>, shared: &Shared) {
                 // In batch order, before the next transaction (SQLite: with
                 // the connection still held).
                 for (job, applied) in batch.into_iter().zip(applied) {
-                    match (&applied, &job.write) {
-                        (Applied::Commit(written), Write::Commit(c)) => {
+                    if let (Applied::Commit(written), Write::Commit(c)) = (&applied, &job.write) {
+                        shared
+                            .undelivered
+                            .committed(&written.ids, &c.messages, c.audit.at_ms);
+                        if let Some(kv) = &c.kv {
                             shared
-                                .undelivered
-                                .committed(&written.ids, &c.messages, c.audit.at_ms);
-                            if let Some(kv) = &c.kv {
-                                shared
-                                    .kv
-                                    .committed(&kv.namespace, &kv.writes, written.stamp);
-                            }
+                                .kv
+                                .committed(&kv.namespace, &kv.writes, written.stamp);
                         }
-                        (Applied::Next(None), _) => shared.undelivered.settled(),
-                        _ => {}
                     }
+                    let applied = match applied {
+                        Applied::Look(outbox::Look::All(waiting)) => {
+                            let next = (!waiting.is_empty()).then_some(0);
+                            shared.undelivered.settled(waiting);
+                            Applied::Look(outbox::Look::Next(next))
+                        }
+                        other => other,
+                    };
                     let _ = job.done.send(Ok(applied));
                 }
                 return;
@@ -398,16 +402,11 @@ async fn apply_all(
     usage: &kv::Usage,
     grouped: bool,
 ) -> Result<Vec<Applied>, Failure> {
-    let commits: Vec<(usize, &Commit)> = batch
-        .iter()
-        .enumerate()
-        .filter_map(|(i, job)| match &job.write {
-            Write::Commit(c) => Some((i, c.as_ref())),
-            Write::Mark(_) | Write::Settle => None,
-        })
-        .collect();
+    let commits = commits_of(batch);
     let (rows, mut ids) = if grouped && !commits.is_empty() {
-        let ids = grouped::insert(conn, &commits).await?;
+        let ids = grouped::insert(conn, &commits)
+            .await
+            .map_err(grouped_failed)?;
         (commit::Rows::Own, ids.into_iter())
     } else {
         (commit::Rows::All, Vec::new().into_iter())
@@ -424,10 +423,7 @@ async fn apply_all(
                 Err(e) => Err(e),
             },
             Write::Mark(q) => q.execute(conn).await.map(Applied::Changed),
-            Write::Settle => query(outbox::NEXT_ATTEMPT)
-                .scalar::<Option<i64>>(conn)
-                .await
-                .map(|next| Applied::Next(next.flatten())),
+            Write::Settle => outbox::look(conn).await.map(Applied::Look),
         };
         match result {
             Ok(a) => applied.push(a),
@@ -436,6 +432,27 @@ async fn apply_all(
         }
     }
     Ok(applied)
+}
+
+/// The commits of `batch`, in its order.
+fn commits_of(batch: &[Job]) -> Vec<&Commit> {
+    batch
+        .iter()
+        .filter_map(|job| match &job.write {
+            Write::Commit(c) => Some(c.as_ref()),
+            Write::Mark(_) | Write::Settle => None,
+        })
+        .collect()
+}
+
+/// A failure of `grouped`'s statement: which commit caused it shows when
+/// the batch is written commit by commit, unless the database is away.
+fn grouped_failed(e: StoreError) -> Failure {
+    if e.is_unavailable() {
+        Failure::All(e)
+    } else {
+        Failure::Grouped(e)
+    }
 }
 
 /// One try of a batch on SQLite. `BEGIN IMMEDIATE` takes the write lock
@@ -472,9 +489,11 @@ async fn any_batch(
     usage: &kv::Usage,
     grouped: bool,
 ) -> Result<Vec<Applied>, Failure> {
-    let lazy = batch
-        .iter()
-        .all(|job| matches!(job.write, Write::Mark(_) | Write::Settle));
+    let commits = commits_of(batch);
+    if grouped && commits.len() == batch.len() && commits.iter().all(|c| grouped::only_rows(c)) {
+        return rows_alone(pool, &commits).await;
+    }
+    let lazy = commits.is_empty();
     let mut tx = begin(pool, lazy).await.map_err(Failure::All)?;
     // Dropping the transaction on an error rolls it back.
     let changed = apply_all(&mut Conn::Any(&mut tx), batch, usage, grouped).await?;
@@ -482,6 +501,31 @@ async fn any_batch(
         .await
         .map_err(|e| Failure::All(super::classify(e)))?;
     Ok(changed)
+}
+
+/// A batch of commits that write only `grouped`'s rows, on PostgreSQL:
+/// that one statement, committed on its own, so one round trip instead of
+/// a transaction's three. It reads nothing it depends on, so it needs no
+/// isolation, and like the transaction it replaces it writes all or
+/// nothing (its failure sends the batch the careful way).
+async fn rows_alone(pool: &sqlx::AnyPool, commits: &[&Commit]) -> Result<Vec<Applied>, Failure> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| Failure::All(super::classify(e)))?;
+    let ids = grouped::insert(&mut Conn::Any(&mut conn), commits)
+        .await
+        .map_err(grouped_failed)?;
+    let mut ids = ids.into_iter();
+    Ok(commits
+        .iter()
+        .map(|c| {
+            Applied::Commit(commit::Written {
+                ids: ids.by_ref().take(c.messages.len()).collect(),
+                stamp: 0,
+            })
+        })
+        .collect())
 }
 
 /// Starts a serializable PostgreSQL transaction in one round trip: the
