@@ -216,9 +216,8 @@ impl Copies {
             let value = (Some(r.value.clone()), r.version);
             entries.put(ns, &r.key, value, read, Some(miss.since));
         }
-        let Some(space) = entries.spaces.get_mut(ns) else {
-            return;
-        };
+        // A scan that found nothing makes its namespace known too.
+        let space = entries.spaces.entry(ns.to_owned()).or_default();
         // Every key of `rows` now has an entry newer than the read began;
         // any older one under the prefix is gone from the database.
         let gone: Vec<String> = space
@@ -234,12 +233,15 @@ impl Copies {
                 freed += cost(&key, &e.value);
             }
         }
+        let known = space.complete.len();
         space.complete.retain(|(p, _)| p != prefix);
+        let added = if space.complete.len() < known {
+            0
+        } else {
+            prefix.len() + OVERHEAD
+        };
         space.complete.push((prefix.to_owned(), read));
-        entries.bytes = entries
-            .bytes
-            .saturating_sub(freed)
-            .saturating_add(prefix.len() + OVERHEAD);
+        entries.bytes = entries.bytes.saturating_sub(freed).saturating_add(added);
         entries.bound();
     }
 
@@ -405,6 +407,22 @@ mod tests {
         c.fill_scan("points", "", scan, Instant::now(), &[row("a", "x", 30)]);
         assert!(c.get("points", "c").is_err());
         assert!(c.scan("points", "").is_err());
+    }
+
+    #[test]
+    fn a_prefix_scanned_again_is_counted_once() {
+        let c = Copies::default();
+        for _ in 0..3 {
+            let miss = missed(c.scan("points", "balance/"));
+            c.fill_scan("points", "balance/", miss, long_ago(), &[]);
+        }
+        assert_eq!(c.lock().bytes, "balance/".len() + OVERHEAD);
+        // A fresh scan that found nothing answers both reads of `!points`
+        // for someone without points yet.
+        let miss = missed(c.scan("points", "balance/"));
+        c.fill_scan("points", "balance/", miss, Instant::now(), &[]);
+        assert_eq!(c.scan("points", "balance/").ok().map(|r| r.len()), Some(0));
+        assert_eq!(c.get("points", "balance/@new:local").ok(), Some((None, 0)));
     }
 
     #[test]
