@@ -129,6 +129,9 @@ async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
         "ikkyu is running on Matrix"
     );
     let syncer = Arc::new(Syncer::new(client, bot.clone(), matrix, direct_joins)?);
+    // Start-up is done: what it read ahead of the executable and does not
+    // run again need not be mapped around the faults of what does.
+    crate::code_pages::forget_unmapped();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
     let result = tokio::select! {
@@ -142,6 +145,15 @@ async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
     tracing::info!("stopping");
     bot.shutdown().await;
     result
+}
+
+impl Cli {
+    /// Whether this process maps its machine code page by page
+    /// ([`crate::code_pages`]): the long-running bot, whose memory is worth
+    /// a page read for each page of code it runs.
+    pub fn maps_code_page_by_page(&self) -> bool {
+        matches!(self.command, Command::Run)
+    }
 }
 
 /// Runs the command line; the exit code tells scripts what happened.

@@ -9,6 +9,7 @@ pub mod bot;
 pub mod chat;
 pub mod cli;
 pub mod clock;
+pub mod code_pages;
 pub mod config;
 pub mod directory;
 pub mod dispatch;

@@ -83,6 +83,9 @@ impl Compiler {
             let _ = stdin.write_all(wasm);
         }
         let out = child.wait_with_output().map_err(start)?;
+        // The child read the executable ahead, the compiler's code above all,
+        // which the bot never runs.
+        crate::code_pages::forget_unmapped();
         if out.status.success() {
             return Ok(());
         }
