@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Makes host/code-order.txt again: the functions a release build of ikkyu runs while it answers
+# commands over Matrix, in the order it first ran them, for the linker to pack together
+# (host/build.rs explains why).
+#
+#   cargo build --release -p ikkyu && cargo xtask plugins
+#   bash scripts/code-order.sh            # from the project root; then build --release again
+#
+# It runs ../shared/bench/side-by-side.sh with ikkyu under `valgrind --tool=callgrind` (ikkyu alone,
+# 4 pooled instance slots so the pool fits in valgrind's address space, longer timeouts), dumps the
+# profile before the script stops the bot, and keeps the executable's functions, leaving out the
+# compiler's (under valgrind the compiler children's output does not fit the emulated CPU, so the
+# bot compiles its plugins itself; outside it, only the children run that code).
+set -euo pipefail
+PROJECT=$(pwd)
+BIN=${IKKYU_BIN:-$PROJECT/target/release/ikkyu}
+WORK=${WORK:-/tmp/ikkyu-code-order}
+BASE=${BASE:-/tmp/ikkyu-vs-maubot}
+[ -x "$BIN" ] || { echo "no $BIN: run cargo build --release -p ikkyu first" >&2; exit 2; }
+command -v valgrind >/dev/null && command -v callgrind_control >/dev/null \
+  || { echo "valgrind (with callgrind_control) is needed" >&2; exit 2; }
+rm -rf "$WORK"; mkdir -p "$WORK"
+
+cat >"$WORK/bot.sh" <<EOF
+#!/usr/bin/env bash
+exec valgrind --tool=callgrind --demangle=no --dump-instr=no --callgrind-out-file=$WORK/callgrind.out.%p "$BIN" "\$@"
+EOF
+chmod +x "$WORK/bot.sh"
+sed -e "s|^HERE=.*|HERE=$PROJECT/../shared/bench|" \
+    -e 's|rt\["watch"\] = False|rt["watch"] = False; rt["max_concurrent_calls"] = 4|' \
+    -e 's|for who in maubot ikkyu|for who in ikkyu|' \
+    -e 's|--burst 200|--burst 50 --join-timeout 300 --reply-timeout 60|' \
+    -e 's|^"\$PY" - "\$BASE/results" "\$RUNS" <<.PYEOF.|touch "$BASE/results/phase-done"; sleep 15; exit 0\n&|' \
+    "$PROJECT/../shared/bench/side-by-side.sh" >"$WORK/side-by-side.sh"
+
+rm -f "$BASE/results/phase-done"
+IKKYU_BIN="$WORK/bot.sh" bash "$WORK/side-by-side.sh" 1 >"$WORK/run.log" 2>&1 &
+RUN=$!
+until [ -f "$BASE/results/phase-done" ]; do
+  kill -0 "$RUN" 2>/dev/null || { echo "the benchmark ended early:"; tail -5 "$WORK/run.log"; exit 1; }
+  sleep 2
+done
+callgrind_control -d >/dev/null
+wait "$RUN" || true
+
+DUMP=$(ls "$WORK"/callgrind.out.*.1 | head -1)
+python3 - "$DUMP" >"$PROJECT/host/code-order.txt" <<'PYEOF'
+import re, sys
+# callgrind's format names each object and function once, "(id) name", then "(id)" alone.
+names = {"ob": {}, "fn": {}}
+def name(kind, spec):
+    m = re.match(r"\((\d+)\)(?: (.*))?$", spec)
+    if not m:
+        return spec
+    if m.group(2) is not None:
+        names[kind][m.group(1)] = m.group(2)
+    return names[kind].get(m.group(1))
+ob, seen = None, {}
+for line in open(sys.argv[1], errors="replace"):
+    line = line.rstrip("\n")
+    if line.startswith(("ob=", "cob=")):
+        n = name("ob", line.split("=", 1)[1])
+        if line.startswith("ob="):
+            ob = n
+    elif line.startswith(("fn=", "cfn=")):
+        n = name("fn", line.split("=", 1)[1])
+        if line.startswith("fn=") and ob and ob.endswith("/ikkyu") and n:
+            n = re.sub(r"'\d+$", "", n)  # callgrind's mark for a recursive call
+            if not re.search(r"cranelift|regalloc2|winch", n):
+                seen.setdefault(n, None)
+print("\n".join(seen))
+PYEOF
+echo "host/code-order.txt: $(wc -l <"$PROJECT/host/code-order.txt") functions"
