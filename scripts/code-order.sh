@@ -44,8 +44,8 @@ callgrind_control -d >/dev/null
 wait "$RUN" || true
 
 DUMP=$(ls "$WORK"/callgrind.out.*.1 | head -1)
-python3 - "$DUMP" >"$PROJECT/host/code-order.txt" <<'PYEOF'
-import re, sys
+python3 - "$DUMP" "$(readlink -f "$BIN")" >"$WORK/code-order.txt" <<'PYEOF'
+import os, re, sys
 # callgrind's format names each object and function once, "(id) name", then "(id)" alone.
 names = {"ob": {}, "fn": {}}
 def name(kind, spec):
@@ -64,10 +64,13 @@ for line in open(sys.argv[1], errors="replace"):
             ob = n
     elif line.startswith(("fn=", "cfn=")):
         n = name("fn", line.split("=", 1)[1])
-        if line.startswith("fn=") and ob and ob.endswith("/ikkyu") and n:
+        if line.startswith("fn=") and ob and os.path.realpath(ob) == sys.argv[2] and n:
             n = re.sub(r"'\d+$", "", n)  # callgrind's mark for a recursive call
             if not re.search(r"cranelift|regalloc2|winch", n):
                 seen.setdefault(n, None)
 print("\n".join(seen))
 PYEOF
-echo "host/code-order.txt: $(wc -l <"$PROJECT/host/code-order.txt") functions"
+COUNT=$(wc -l <"$WORK/code-order.txt")
+[ "$COUNT" -gt 1000 ] || { echo "only $COUNT functions of $BIN in $DUMP: host/code-order.txt left as it was" >&2; exit 1; }
+mv "$WORK/code-order.txt" "$PROJECT/host/code-order.txt"
+echo "host/code-order.txt: $COUNT functions"
