@@ -150,9 +150,11 @@ async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
 impl Cli {
     /// Whether this process maps its machine code page by page
     /// ([`crate::code_pages`]): the long-running bot, whose memory is worth
-    /// a page read for each page of code it runs.
+    /// a page read for each page of code it runs, unless
+    /// `IKKYU_CODE_PAGES=kernel` leaves it to the kernel.
     pub fn maps_code_page_by_page(&self) -> bool {
         matches!(self.command, Command::Run)
+            && std::env::var_os("IKKYU_CODE_PAGES").is_none_or(|v| v != "kernel")
     }
 }
 

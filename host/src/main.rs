@@ -28,9 +28,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = ikkyu::cli::Cli::parse();
-    if cli.maps_code_page_by_page()
-        && std::env::var_os("IKKYU_CODE_PAGES").is_none_or(|v| v != "kernel")
-    {
+    if cli.maps_code_page_by_page() {
         ikkyu::code_pages::map_only_what_runs();
     }
     let runtime = match runtime() {
