@@ -164,6 +164,7 @@ impl SqliteStateStore {
             pool_config,
             runtime_config,
         };
+        this.set_write_durability().await?;
         this.run_migrations(version, None).await?;
 
         this.read().await?.wal_checkpoint().await;
@@ -562,6 +563,20 @@ impl SqliteStateStore {
     /// Acquire a connection for executing write operations.
     /// Returns `StoreClosed` if closed.
     #[instrument(skip_all)]
+    /// ikkyu's change (`vendor/README.md` in ikkyu): the write connection
+    /// commits without an `fsync` of the WAL (`synchronous = NORMAL`); the
+    /// WAL is synced at checkpoints. SQLite's default, `FULL`, synced it on
+    /// every save, one per sync response. In WAL mode `NORMAL` never
+    /// corrupts the database; what a power loss or an OS crash can take back
+    /// is the last saves, after which the client resumes from an older sync
+    /// token and receives those events again. A crashed process loses
+    /// nothing. The crypto store, which holds keys that cannot be fetched
+    /// again, keeps `FULL`.
+    async fn set_write_durability(&self) -> Result<()> {
+        self.write().await?.execute_batch("PRAGMA synchronous = NORMAL;").await?;
+        Ok(())
+    }
+
     async fn write(&self) -> Result<OwnedMutexGuard<SqliteAsyncConn>> {
         let write_conn = {
             let guard = self.connections.lock().await;
@@ -2408,6 +2423,7 @@ impl StateStore for SqliteStateStore {
             self.runtime_config,
         )
         .await?;
+        self.set_write_durability().await?;
         Ok(())
     }
 }
