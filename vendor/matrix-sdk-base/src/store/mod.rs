@@ -590,21 +590,24 @@ impl StateChanges {
     /// or redacted events the store holds for any room (ikkyu's change, see
     /// [`crate::room::push_inputs`]).
     pub(crate) fn touches_room_state(&self) -> bool {
-        !(self.state.is_empty()
-            && self.stripped_state.is_empty()
-            && self.profiles.is_empty()
-            && self.profiles_to_delete.is_empty()
-            && self.redactions.is_empty())
+        self.rooms_with_state_changes().next().is_some()
     }
 
     /// Whether these changes alter the room state, member profiles or
     /// redacted events of `room_id`.
     pub(crate) fn touches_state_of(&self, room_id: &RoomId) -> bool {
-        self.state.contains_key(room_id)
-            || self.stripped_state.contains_key(room_id)
-            || self.profiles.contains_key(room_id)
-            || self.profiles_to_delete.contains_key(room_id)
-            || self.redactions.contains_key(room_id)
+        self.rooms_with_state_changes().any(|changed| changed == room_id)
+    }
+
+    /// The rooms whose stored state, member profiles or redacted events
+    /// these changes alter, with repeats.
+    fn rooms_with_state_changes(&self) -> impl Iterator<Item = &OwnedRoomId> {
+        self.state
+            .keys()
+            .chain(self.stripped_state.keys())
+            .chain(self.profiles.keys())
+            .chain(self.profiles_to_delete.keys())
+            .chain(self.redactions.keys())
     }
 
     /// Create a new `StateChanges` struct with the given sync_token.
