@@ -14,51 +14,32 @@ have millisecond resolution. Round trips over 200 ms (the burst) are left
 out. See BENCHMARKS.md, issue 14, twelfth part.
 """
 import bisect
-import datetime
-import re
 import statistics
 import sys
 
-LINE = re.compile(
-    r"^(\S+ \S+) - synapse\.access\.http\.\d+ - \d+ - INFO - \S+ - .*"
-    r"\{(@\w+):[^}]+\} Processed request: ([\d.]+)sec/.* \"(\w+) (\S+)"
-)
-SENDER = "@alice"
-BOTS = ("@bot", "@ikkyu")
+from synapse_log import requests
 
-
-def requests(log):
-    """(start, end, user, kind) of each sync or send request, by end."""
-    rows = []
-    for line in log:
-        m = LINE.match(line)
-        if not m:
-            continue
-        end = datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        kind = "sync" if "/sync" in m[5] else "send" if "/send/" in m[5] else None
-        if kind:
-            rows.append((end - float(m[3]), end, m[2], kind))
-    rows.sort(key=lambda r: r[1])
-    return rows
+SENDER = "@alice:localhost"
+BOTS = ("@bot:localhost", "@ikkyu:localhost")
 
 
 def of(rows, user, kind):
-    return [r for r in rows if r[2] == user and r[3] == kind]
+    return [r for r in rows if r.user == user and r.kind == kind]
 
 
 def main():
-    with open(sys.argv[1], encoding="utf-8") as log:
-        rows = requests(log)
+    rows = requests(sys.argv[1])
     sent = of(rows, SENDER, "send")
     seen = of(rows, SENDER, "sync")
-    seen_ends = [r[1] for r in seen]
+    seen_ends = [r.end for r in seen]
     for bot in BOTS:
         polls = of(rows, bot, "sync")
-        poll_ends = [r[1] for r in polls]
+        poll_ends = [r.end for r in polls]
         replies = of(rows, bot, "send")
-        reply_starts = [r[0] for r in replies]
+        reply_starts = [r.start for r in replies]
         steps = ([], [], [], [])
-        for start, end, _, _ in sent:
+        for command in sent:
+            start, end = command.start, command.end
             i = bisect.bisect_left(poll_ends, end)
             if i == len(polls):
                 continue
@@ -66,7 +47,7 @@ def main():
             j = bisect.bisect_left(reply_starts, polled - 0.0005)
             if j == len(replies):
                 continue
-            reply_start, reply_end = replies[j][0], replies[j][1]
+            reply_start, reply_end = replies[j].start, replies[j].end
             k = bisect.bisect_left(seen_ends, reply_end)
             if k == len(seen) or seen_ends[k] - start > 0.2:
                 continue
@@ -78,7 +59,7 @@ def main():
             continue
         medians = [statistics.median(s) for s in steps]
         print(
-            f"{bot:7} n={len(steps[0]):5}  command stored {medians[0]:5.1f} ms | "
+            f"{bot.split(':')[0]:7} n={len(steps[0]):5}  command stored {medians[0]:5.1f} ms | "
             f"until the bot's poll returned {medians[1]:5.1f} | "
             f"bot's turn until its reply arrived {medians[2]:5.1f} | "
             f"reply stored {medians[3]:5.1f}"

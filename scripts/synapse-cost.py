@@ -12,33 +12,16 @@ method and kind of request: how many, the median wall time, the mean CPU
 and the mean number of database transactions.
 """
 import collections
-import re
 import statistics
 import sys
 
-LINE = re.compile(
-    r"\{(@[^}]+)\} Processed request: ([\d.]+)sec/[\d.]+sec "
-    r"ru=\(([\d.]+)sec, ([\d.]+)sec\) db=\([\d.]+sec/[\d.]+sec/(\d+)\) "
-    r"\d+B \d+ \"(\w+) (\S+)"
-)
-
-
-def kind(path):
-    for name in ("/sync", "/send/", "/receipt/"):
-        if name in path:
-            return name.strip("/")
-    return path.split("?")[0]
+from synapse_log import requests
 
 
 def main(log):
     seen = collections.defaultdict(list)
-    with open(log, errors="replace") as lines:
-        for line in lines:
-            m = LINE.search(line)
-            if m:
-                who, wall, user, system, txns, method, path = m.groups()
-                cpu = float(user) + float(system)
-                seen[(who, method, kind(path))].append((float(wall), cpu, int(txns)))
+    for r in requests(log):
+        seen[(r.user, r.method, r.kind)].append((r.wall, r.cpu, r.db_txns))
     print(f"{'user':<20}{'request':<14}{'n':>6}{'wall p50 ms':>13}{'CPU ms':>8}{'db txns':>9}")
     for (who, method, what), rows in sorted(seen.items(), key=lambda kv: -len(kv[1])):
         if len(rows) < 10:

@@ -1,0 +1,63 @@
+"""Synapse's access log, read once for the scripts that measure from it
+(`synapse-cost.py`, `reply-path.py`).
+
+Synapse logs each request when it ends: its user, method and path, its
+wall time, its own CPU time (`ru=`) and its database transactions.
+"""
+import datetime
+import re
+from dataclasses import dataclass
+
+LINE = re.compile(
+    r"^(\S+ \S+) - synapse\.access\.\S+ - .*"
+    r"\{(@[^}]+)\} Processed request: ([\d.]+)sec/[\d.]+sec "
+    r"ru=\(([\d.]+)sec, ([\d.]+)sec\) db=\([\d.]+sec/[\d.]+sec/(\d+)\) "
+    r"\d+B \d+ \"(\w+) (\S+)"
+)
+
+
+@dataclass
+class Request:
+    end: float  # seconds since the epoch, to the millisecond
+    user: str  # "@alice:localhost"
+    method: str
+    kind: str  # "sync", "send", "receipt", or the path
+    wall: float  # seconds
+    cpu: float  # Synapse's own, user and system, seconds
+    db_txns: int
+
+    @property
+    def start(self):
+        return self.end - self.wall
+
+
+def kind(path):
+    for name in ("/sync", "/send/", "/receipt/"):
+        if name in path:
+            return name.strip("/")
+    return path.split("?")[0]
+
+
+def requests(path):
+    """Every request the log at `path` records, in the order they ended."""
+    found = []
+    with open(path, errors="replace") as lines:
+        for line in lines:
+            m = LINE.match(line)
+            if not m:
+                continue
+            stamp, user, wall, user_cpu, system_cpu, txns, method, url = m.groups()
+            end = datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            found.append(
+                Request(
+                    end=end,
+                    user=user,
+                    method=method,
+                    kind=kind(url),
+                    wall=float(wall),
+                    cpu=float(user_cpu) + float(system_cpu),
+                    db_txns=int(txns),
+                )
+            )
+    found.sort(key=lambda r: r.end)
+    return found
