@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::Config;
 use crate::dispatch::CommandTable;
+use crate::metrics::Metrics;
 use crate::runtime::{CallOutcome, CallState, LoadedPlugin, PluginError};
 use crate::store::{AuditRecord, Commit, Db, OutMessage, Outcome, StoreError};
 
@@ -56,6 +57,8 @@ pub enum Ran {
 pub struct Attempts {
     db: Db,
     config: Arc<Config>,
+    /// Counts every call and every record committed here.
+    metrics: Arc<Metrics>,
     /// Per plugin: calls that already lost [`LANE_AFTER`] commits retry
     /// one at a time. First attempts never wait here; it is the
     /// contention fallback of optimistic concurrency, not a lock around
@@ -70,13 +73,21 @@ impl std::fmt::Debug for Attempts {
 }
 
 impl Attempts {
-    /// Attempts committing to `db`, quarantining after the config's count.
-    pub fn new(db: Db, config: Arc<Config>) -> Self {
+    /// Attempts committing to `db`, quarantining after the config's count,
+    /// counted in `metrics`.
+    pub fn new(db: Db, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
         Self {
             db,
             config,
+            metrics,
             lanes: Mutex::default(),
         }
+    }
+
+    /// The counters this host keeps, for the paths that count more than
+    /// calls and records (commands, webhooks) and for `/metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Runs `call` in `plugin` to its commit. `salt` spreads the retries
@@ -100,6 +111,8 @@ impl Attempts {
             }
             let mut out = call.run().await;
             requests.append(&mut out.state.requests);
+            self.metrics
+                .call(&plugin.name, out.result.as_ref().map(|_| ()));
             let commit = match out.result {
                 Ok(value) => {
                     plugin.health.succeeded();
@@ -109,6 +122,7 @@ impl Attempts {
                 Err(e) => {
                     tracing::warn!(plugin = %plugin.name, work = %crate::text::one_line(salt), "plugin call failed: {}", crate::dispatch::detail_of(&e));
                     let notices = if plugin.health.failed(self.config.runtime.quarantine_after) {
+                        self.metrics.quarantined(&plugin.name);
                         self.quarantine_notice(plugin, &e)
                     } else {
                         Vec::new()
@@ -118,7 +132,7 @@ impl Attempts {
                 }
             };
             match self.db.commit(&commit).await {
-                Ok(()) => return Ok(Ran::Committed(commit.audit.outcome)),
+                Ok(()) => return Ok(self.committed(&commit)),
                 Err(StoreError::Conflict) => continue,
                 Err(StoreError::Duplicate(_)) => return Ok(Ran::Duplicate),
                 Err(e) => return Err(e),
@@ -136,7 +150,7 @@ impl Attempts {
         let mut attempt = 0;
         loop {
             match self.db.commit(commit).await {
-                Ok(()) => return Ok(Ran::Committed(commit.audit.outcome)),
+                Ok(()) => return Ok(self.committed(commit)),
                 Err(StoreError::Duplicate(_)) => return Ok(Ran::Duplicate),
                 Err(StoreError::Conflict) if attempt + 1 < CONFLICT_RETRIES => {
                     attempt += 1;
@@ -146,6 +160,12 @@ impl Attempts {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// What a commit that went in means, counted.
+    fn committed(&self, commit: &Commit) -> Ran {
+        self.metrics.committed(&commit.audit);
+        Ran::Committed(commit.audit.outcome)
     }
 
     fn lane(&self, plugin: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -70,6 +70,8 @@ pub struct Bot {
     sender: crate::http::sender::Sender,
     /// Runs the jobs plugins started.
     jobs: Arc<crate::jobs::Runner>,
+    /// Whether the chat adapter is connected, as it last said.
+    link: Arc<crate::chat::Link>,
 }
 
 impl std::fmt::Debug for Bot {
@@ -109,7 +111,8 @@ impl Bot {
                 .with_rooms(RoomKinds::of(sink.clone())),
         );
         let registry = Arc::new(Registry::load(runtime.clone(), config.clone()).await?);
-        let attempts = Arc::new(Attempts::new(db.clone(), config.clone()));
+        let metrics = Arc::new(crate::metrics::Metrics::new()?);
+        let attempts = Arc::new(Attempts::new(db.clone(), config.clone(), metrics));
         let dispatcher = Dispatcher::new(
             config.clone(),
             registry.clone(),
@@ -152,7 +155,30 @@ impl Bot {
             flushing: Mutex::new(()),
             sender,
             jobs,
+            link: Arc::default(),
         })
+    }
+
+    /// The one path from a plugin call to its commit, for callers outside
+    /// the bot (webhooks).
+    pub fn attempts(&self) -> &Arc<Attempts> {
+        &self.attempts
+    }
+
+    /// The counters `/metrics` shows.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.attempts.metrics()
+    }
+
+    /// Whether the chat adapter is connected: the adapter sets it, the
+    /// web entry point reads it.
+    pub fn link(&self) -> &Arc<crate::chat::Link> {
+        &self.link
+    }
+
+    /// The config the bot runs with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
     }
 
     /// The wasm runtime, for calling plugins directly (benchmarks).

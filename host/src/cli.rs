@@ -113,6 +113,7 @@ fn matrix_section(config: &Config) -> anyhow::Result<&crate::config::MatrixConfi
 async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
     use crate::chat::matrix::{MatrixChat, Syncer, connect};
     let matrix = matrix_section(&config)?.clone();
+    let web = crate::web::bind(&config.web).await?;
     let client = connect(&config, &matrix).await?;
     let chat = Arc::new(MatrixChat::new(client.clone()));
     let direct_joins = chat.direct_joins();
@@ -139,12 +140,22 @@ async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
         () = bot.run_schedules() => Ok(()),
         () = bot.run_delivery() => Ok(()),
         () = bot.run_jobs() => Ok(()),
+        r = serve_web(web, bot.clone()) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = terminate.recv() => Ok(()),
     };
     tracing::info!("stopping");
     bot.shutdown().await;
     result
+}
+
+/// Serves the web entry point on `listener`, or waits forever when it is
+/// off, so it can sit in the same `select!` as the bot's other loops.
+async fn serve_web(listener: Option<tokio::net::TcpListener>, bot: Arc<Bot>) -> anyhow::Result<()> {
+    match listener {
+        Some(l) => crate::web::Web::new(bot)?.serve(l).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Cli {
@@ -197,8 +208,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "--as {user:?} is not a user id like @alice:local"
             );
             let config = load_config(&cli.config, explicit)?;
+            // Trying the bot in a terminal must not fail for a port another
+            // program (or another console) holds: it runs without the web.
+            let web = crate::web::bind(&config.web).await.unwrap_or_else(|e| {
+                eprintln!("ikkyu console: no web entry point: {e:#}");
+                None
+            });
             let sink = Arc::new(WriterSink::new(tokio::io::stdout()));
             let bot = Arc::new(Bot::start(&config, sink, clock.clone()).await?);
+            // The terminal is the chat network, and it is here.
+            bot.link().up();
             let _watch = if config.runtime.watch {
                 Some(crate::watch::start(bot.clone(), &config.plugins_dir())?)
             } else {
@@ -223,7 +242,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let schedules = tokio::spawn({
                 let bot = bot.clone();
                 async move {
-                    tokio::join!(bot.run_schedules(), bot.run_jobs(), bot.run_delivery());
+                    let web = async {
+                        if let Err(e) = serve_web(web, bot.clone()).await {
+                            tracing::error!("{e:#}");
+                        }
+                    };
+                    tokio::join!(bot.run_schedules(), bot.run_jobs(), bot.run_delivery(), web);
                 }
             });
             let input = tokio::io::BufReader::new(tokio::io::stdin());

@@ -83,6 +83,9 @@ pub struct Config {
     /// The programs plugins may have the host run.
     #[serde(default)]
     pub jobs: crate::jobs::JobsConfig,
+    /// The HTTP entry point: health, metrics and plugins' webhooks.
+    #[serde(default)]
+    pub web: WebConfig,
     /// Folder the config file is in; relative paths are resolved from it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -318,6 +321,70 @@ impl Default for RetentionConfig {
     }
 }
 
+/// `[web]`: the HTTP entry point (health, metrics, plugins' webhooks).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// `address:port` to listen on, or `"off"`. The default answers only
+    /// on this machine: health and metrics are for its own monitoring, and
+    /// webhooks from elsewhere come through a reverse proxy that holds the
+    /// TLS certificate. Port 0 takes any free port (the log says which).
+    pub listen: String,
+    /// The largest request body taken; a larger one is refused (413)
+    /// before it is read whole.
+    pub max_body_kib: u32,
+    /// The longest a request may take, reading its body included; a
+    /// sender that trickles its body is cut off (408).
+    #[serde(with = "humantime_serde_compat")]
+    pub request_timeout: Duration,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_kib: 1024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl WebConfig {
+    /// Where to listen; none when the entry point is `off`.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        if self.listen == "off" {
+            return Ok(None);
+        }
+        self.listen
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid {
+                key: "web.listen".into(),
+                message: format!(
+                    "{:?} is not an address with a port like \"127.0.0.1:8080\", or \"off\"",
+                    self.listen
+                ),
+            })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.address()?;
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: format!("web.{key}"),
+                message: message.into(),
+            })
+        };
+        if !(1..=64 * 1024).contains(&self.max_body_kib) {
+            return invalid("max_body_kib", "must be between 1 and 65536 (64 MiB)");
+        }
+        if self.request_timeout.is_zero() {
+            return invalid("request_timeout", "must be more than 0, e.g. \"10s\"");
+        }
+        Ok(())
+    }
+}
+
 /// What the operator grants one plugin.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,6 +421,44 @@ pub struct PluginConfig {
     /// With the `jobs` grant: the jobs (`[jobs.<name>]`) it may start.
     #[serde(default)]
     pub jobs: BTreeSet<String>,
+    /// The webhooks it declares that the web entry point serves, by name
+    /// (`[plugins.<name>.webhooks.<hook>]`); one it declares without a
+    /// section here is not reachable.
+    #[serde(default)]
+    pub webhooks: BTreeMap<String, WebhookConfig>,
+}
+
+/// How one webhook's deliveries are checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Who sends them, which says how they are signed.
+    pub sender: WebhookSender,
+    /// The secret shared with the sender: GitHub's webhook secret, or
+    /// GitLab's secret token.
+    pub secret: Secret,
+}
+
+/// The senders whose signing the host knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookSender {
+    /// `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>`, with the
+    /// delivery id in `X-GitHub-Delivery`.
+    Github,
+    /// `X-Gitlab-Token: <the secret>`, with the delivery id in
+    /// `X-Gitlab-Event-UUID`.
+    Gitlab,
+}
+
+impl WebhookSender {
+    /// The word plugins see in `webhook-request.sender`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookSender::Github => "github",
+            WebhookSender::Gitlab => "gitlab",
+        }
+    }
 }
 
 /// An origin a plugin may reach: `"https://jira.example.org"`, or a table
@@ -415,6 +520,7 @@ impl Default for PluginConfig {
             http: Vec::new(),
             secrets: BTreeMap::new(),
             jobs: BTreeSet::new(),
+            webhooks: BTreeMap::new(),
         }
     }
 }
@@ -551,6 +657,9 @@ impl Config {
             for secret in plugin.secrets.values_mut() {
                 secret.value.anchored(base_dir);
             }
+            for hook in plugin.webhooks.values_mut() {
+                hook.secret.anchored(base_dir);
+            }
         }
         if let Some(m) = &mut config.matrix {
             for secret in [
@@ -648,6 +757,7 @@ impl Config {
                 format!("{url:?} must start with sqlite:// or postgres://"),
             );
         }
+        self.web.validate()?;
         if self.runtime.call_timeout.is_zero() {
             return invalid(
                 "runtime.call_timeout".into(),
@@ -673,6 +783,12 @@ impl Config {
             );
         }
         for (name, plugin) in &self.plugins {
+            if let Some(bad) = plugin.webhooks.keys().find(|h| RoleName::parse(h).is_err()) {
+                return invalid(
+                    format!("plugins.{name}.webhooks"),
+                    format!("{bad:?} is not a webhook name: lowercase letters, digits and dashes"),
+                );
+            }
             let origins: Vec<String> = plugin
                 .http
                 .iter()

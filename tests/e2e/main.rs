@@ -39,3 +39,4 @@ mod poison;
 mod release;
 mod schedules;
 mod transcripts;
+mod web;

@@ -565,11 +565,22 @@ async fn survives_losing_the_homeserver_and_logs_in_with_a_token() -> anyhow::Re
         .await?;
     let id = human.say(&room, "!points").await?;
     human.reply_to(&id, WAIT).await?;
+    let health = format!("http://{}/healthz", bot.web_address().await?);
+    let answer = reqwest::get(&health).await?;
+    assert_eq!(answer.status().as_u16(), 200);
+    assert_eq!(answer.text().await?, "database: up\nchat: connected\n");
 
     // Longer than the SDK's own retries of one request (about 8 s), so the
-    // sync loop itself sees the outage.
+    // sync loop itself sees the outage, and so does a supervisor.
     hs.stop();
     tokio::time::sleep(Duration::from_secs(12)).await;
+    let answer = reqwest::get(&health).await?;
+    assert_eq!(answer.status().as_u16(), 503);
+    let body = answer.text().await?;
+    assert!(
+        body.starts_with("database: up\nchat: down (cannot sync with the homeserver"),
+        "{body}"
+    );
     hs.restart().await?;
     let id = human.say(&room, "!points top").await?;
     human
@@ -577,6 +588,7 @@ async fn survives_losing_the_homeserver_and_logs_in_with_a_token() -> anyhow::Re
         .await
         .map_err(|e| anyhow::anyhow!("{e}\nbot log:\n{}", bot.log()))?;
     bot.check_alive()?;
+    assert_eq!(reqwest::get(&health).await?.status().as_u16(), 200);
     let log = bot.log();
     assert!(log.contains("cannot sync with the homeserver"), "{log}");
     assert!(log.contains("reconnected to the homeserver"), "{log}");

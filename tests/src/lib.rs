@@ -246,6 +246,27 @@ fn test_config(db_url: &str, data: &Path, plugins: &Path, extra: &str) -> anyhow
     Ok(Config::parse(&text, Path::new("test.toml"), data)?)
 }
 
+/// Where a bot process's web entry point listens, read from its `log`
+/// once the line saying so is there (within 30 s).
+pub async fn web_address(log: impl Fn() -> String) -> anyhow::Result<String> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = log();
+        let found = text
+            .lines()
+            .filter(|l| l.contains("web entry point listening"))
+            .find_map(|l| l.split_once("address=").map(|(_, a)| a.trim().to_owned()));
+        if let Some(address) = found {
+            return Ok(address);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < until,
+            "the bot never said where it listens; its log:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// A SQLite URL for a database file in `dir`.
 pub fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("ikkyu.db").display())

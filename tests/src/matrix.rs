@@ -411,6 +411,7 @@ impl BotProcess {
         let all = r#"grants = ["chat", "kv", "events", "schedule", "directory", "config", "log", "http"]"#;
         let config = format!(
             "[bot]\nuser_id = {user:?}\n\
+             [web]\nlisten = \"127.0.0.1:0\"\n\
              [database]\nurl = {db:?}\n\
              [runtime]\nplugins_dir = {plugins:?}\ncache_dir = {cache:?}\nwatch = false\n{runtime}\n\
              [plugins.points]\n{all}\n[plugins.misbehave]\n{all}\n\
@@ -478,6 +479,11 @@ impl BotProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Where its web entry point listens (the config takes any free port).
+    pub async fn web_address(&self) -> anyhow::Result<String> {
+        crate::web_address(|| self.log()).await
     }
 
     /// The bot's log of its latest run, for failure messages.

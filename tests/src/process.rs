@@ -24,8 +24,15 @@ impl ConsoleProcess {
     /// the config in `dir` and starts `ikkyu console --as user` on it.
     pub fn start(db_url: &str, dir: &Path, user: &str, extra: &str) -> anyhow::Result<Self> {
         let plugins = crate::plugins_dir()?;
+        // Any free port, so consoles of tests running at once never
+        // compete for the default one.
+        let web = if extra.contains("[web]") {
+            ""
+        } else {
+            "[web]\nlisten = \"127.0.0.1:0\"\n"
+        };
         let text = format!(
-            "[database]\nurl = {db_url:?}\n[runtime]\nplugins_dir = {plugins:?}\nwatch = false\n{extra}"
+            "{web}[database]\nurl = {db_url:?}\n[runtime]\nplugins_dir = {plugins:?}\nwatch = false\n{extra}"
         );
         let config = dir.join("ikkyu.toml");
         std::fs::write(&config, text)?;
@@ -53,6 +60,11 @@ impl ConsoleProcess {
     pub async fn say(&mut self, line: &str) -> anyhow::Result<()> {
         self.stdin.write_all(format!("{line}\n").as_bytes()).await?;
         Ok(self.stdin.flush().await?)
+    }
+
+    /// Where its web entry point listens, once its log says.
+    pub async fn web_address(&self) -> anyhow::Result<String> {
+        crate::web_address(|| self.log()).await
     }
 
     /// What it logged so far.

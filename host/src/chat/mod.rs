@@ -5,7 +5,10 @@
 //! rest of the host never knows which chat network it is on.
 
 pub mod console;
+mod link;
 pub mod matrix;
+
+pub use link::{Link, LinkState};
 
 use std::future::Future;
 use std::pin::Pin;

@@ -309,8 +309,31 @@ impl Dispatcher {
                 } else {
                     "ok".to_owned()
                 };
+                let hooks: Vec<String> = p
+                    .info
+                    .webhooks
+                    .iter()
+                    .map(|h| {
+                        let served = self
+                            .config
+                            .plugins
+                            .get(&*p.name)
+                            .is_some_and(|c| c.webhooks.contains_key(&h.name));
+                        let how = if served {
+                            "served"
+                        } else {
+                            "off until the config gives it a secret"
+                        };
+                        format!("{} ({how})", h.name)
+                    })
+                    .collect();
+                let hooks = if hooks.is_empty() {
+                    String::new()
+                } else {
+                    format!("; webhooks: {}", hooks.join(", "))
+                };
                 format!(
-                    "- {} {} — {state} ({} commands)",
+                    "- {} {} — {state} ({} commands{hooks})",
                     p.name,
                     p.info.version,
                     p.info.commands.len()

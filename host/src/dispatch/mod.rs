@@ -74,6 +74,9 @@ struct Request<'a> {
     /// The plugins as they were when the command arrived; a reload while
     /// it runs does not change what it sees.
     table: Arc<CommandTable>,
+    /// The plugin (`ikkyu` for built-ins) and the declared command name,
+    /// once routed: what the metrics count it under.
+    routed: Option<(String, String)>,
 }
 
 impl Dispatcher {
@@ -117,9 +120,12 @@ impl Dispatcher {
             line,
             started: Instant::now(),
             table: self.registry.current(),
+            routed: None,
         };
-        self.refuse(&req, None, Decision::NotChecked, Outcome::Skipped, reply)
-            .await
+        let handled = self
+            .refuse(&req, None, Decision::NotChecked, Outcome::Skipped, reply)
+            .await?;
+        Ok(self.counted(&req, handled))
     }
 
     /// The built-in command declarations.
@@ -138,16 +144,36 @@ impl Dispatcher {
         // No "already processed?" query here: the marker is inserted in the
         // commit, which refuses a duplicate, and a plugin call has no
         // effect before its commit. That saves a round trip per command.
-        let req = Request {
+        let mut req = Request {
             msg,
             line: line.to_owned(),
             started: Instant::now(),
             table: self.registry.current(),
+            routed: None,
         };
+        let handled = self.answer(&mut req, line).await?;
+        Ok(self.counted(&req, handled))
+    }
+
+    /// A command answered, counted under its route.
+    fn counted(&self, req: &Request<'_>, handled: Handled) -> Handled {
+        if let Handled::Answered(outcome) = handled {
+            let routed = req.routed.as_ref().map(|(p, c)| (p.as_str(), c.as_str()));
+            self.attempts
+                .metrics()
+                .command(routed, outcome, req.started.elapsed());
+        }
+        handled
+    }
+
+    /// Everything after recognising `line` in `req`'s message, up to and
+    /// including the commit.
+    async fn answer(&self, req: &mut Request<'_>, line: &str) -> anyhow::Result<Handled> {
+        let msg = req.msg;
         if let Some(reason) = unfit(msg, line) {
             tracing::info!(event = %crate::text::one_line(&msg.id), "refused a message: {reason}");
             return self
-                .refuse(&req, None, Decision::NotChecked, Outcome::Error, reason)
+                .refuse(req, None, Decision::NotChecked, Outcome::Error, reason)
                 .await;
         }
         let mut words = parse::Words::new(line);
@@ -159,12 +185,18 @@ impl Dispatcher {
         let Some((entry, used)) = req.table.lookup(&head) else {
             let reply = self.unknown_reply(&req.table, &head);
             return self
-                .refuse(&req, None, Decision::NotChecked, Outcome::Unknown, reply)
+                .refuse(req, None, Decision::NotChecked, Outcome::Unknown, reply)
                 .await;
         };
         words.skip_plain(used);
         let spec = entry.spec.clone();
         let owner = entry.owner.clone();
+        let plugin = match &owner {
+            Owner::Builtin => "ikkyu".to_owned(),
+            Owner::Plugin(p) => p.name.to_string(),
+        };
+        req.routed = Some((plugin, spec.name.clone()));
+        let req = &*req;
         let held = self.directory.held(&msg.sender).await?;
         if !held.satisfies(spec.role.as_deref()) {
             let reply = format!(
@@ -178,7 +210,7 @@ impl Dispatcher {
                 spec.role.as_deref().unwrap_or_default(),
             );
             return self
-                .refuse(&req, Some(&owner), Decision::Denied, Outcome::Denied, reply)
+                .refuse(req, Some(&owner), Decision::Denied, Outcome::Denied, reply)
                 .await;
         }
         let args = match args::bind(&spec, words, &msg.room) {
@@ -186,13 +218,13 @@ impl Dispatcher {
             Err(e) => {
                 let reply = format!("{e}\nusage: `{}`", usage(&self.prefix, &spec));
                 return self
-                    .refuse(&req, Some(&owner), Decision::Allowed, Outcome::Error, reply)
+                    .refuse(req, Some(&owner), Decision::Allowed, Outcome::Error, reply)
                     .await;
             }
         };
         match &owner {
-            Owner::Builtin => self.run_builtin(&req, &spec, &held, &args).await,
-            Owner::Plugin(plugin) => self.run_plugin(&req, plugin, &spec, &held, args).await,
+            Owner::Builtin => self.run_builtin(req, &spec, &held, &args).await,
+            Owner::Plugin(plugin) => self.run_plugin(req, plugin, &spec, &held, args).await,
         }
     }
 

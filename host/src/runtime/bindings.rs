@@ -17,5 +17,5 @@ wasmtime::component::bindgen!({
 
 pub use self::ikkyu::plugin::types::{
     Arg, ArgKind, ArgSpec, CommandError, CommandSpec, CronSpec, Firing, FlagSpec, Invocation,
-    PluginInfo, ScheduleSpec, Value, When,
+    PluginInfo, ScheduleSpec, Value, WebhookRequest, WebhookSpec, When,
 };

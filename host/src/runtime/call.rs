@@ -12,7 +12,9 @@ use std::panic::AssertUnwindSafe;
 use futures_util::FutureExt as _;
 use wasmtime::Store;
 
-use super::bindings::{Arg, CommandError, Firing, Invocation, Plugin, PluginInfo, PluginPre};
+use super::bindings::{
+    Arg, CommandError, Firing, Invocation, Plugin, PluginInfo, PluginPre, WebhookRequest,
+};
 use super::plugin::LoadedPlugin;
 use super::state::{CallState, Grants, Phase};
 use super::{PluginError, Runtime};
@@ -180,6 +182,24 @@ impl Runtime {
                 instance
                     .ikkyu_plugin_guest()
                     .call_handle_event(store, &topic, &payload, &source)
+                    .await
+            })
+        })
+        .await
+    }
+
+    /// Hands a verified delivery to `plugin`'s webhook `name`.
+    pub async fn webhook(
+        &self,
+        plugin: &LoadedPlugin,
+        name: String,
+        request: WebhookRequest,
+    ) -> CallOutcome<Result<String, String>> {
+        self.instantiated(plugin, Phase::Background, move |store, instance| {
+            Box::pin(async move {
+                instance
+                    .ikkyu_plugin_guest()
+                    .call_handle_webhook(store, &name, &request)
                     .await
             })
         })

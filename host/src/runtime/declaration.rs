@@ -34,6 +34,18 @@ pub fn check(info: &PluginInfo) -> Result<(), String> {
             ));
         }
     }
+    let mut hooks = BTreeSet::new();
+    for hook in &info.webhooks {
+        if RoleName::parse(&hook.name).is_err() {
+            return Err(format!(
+                "webhook name {:?} must be lowercase letters, digits and dashes",
+                hook.name
+            ));
+        }
+        if !hooks.insert(hook.name.as_str()) {
+            return Err(format!("webhook {:?} is declared twice", hook.name));
+        }
+    }
     let mut ids = BTreeSet::new();
     for spec in &info.schedules {
         if !ids.insert(spec.id.as_str()) {

@@ -291,7 +291,7 @@ fn next_generation() -> u64 {
 }
 
 /// The version of `wit/plugin.wit` this host implements.
-pub const CONTRACT_VERSION: &str = "0.4.0";
+pub const CONTRACT_VERSION: &str = "0.5.0";
 
 /// The contract versions a component's ikkyu imports name.
 fn contract_versions(component: &Component, engine: &wasmtime::Engine) -> BTreeSet<String> {

@@ -12,6 +12,7 @@
 //! database can always replace.
 
 mod audit;
+mod backlog;
 mod checkpoint;
 mod commit;
 mod events;
@@ -37,6 +38,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 pub use audit::{AuditEntry, AuditRecord, Decision, Outcome};
+pub use backlog::Backlog;
 pub use commit::{Commit, DeliveryUpdate, NewEvent, RoleChange};
 pub use events::PendingDelivery;
 pub use http::{NewSend, PendingSend, SendUpdate};
@@ -363,6 +365,18 @@ impl Db {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.write).await?;
         Ok(())
+    }
+
+    /// Whether work with this processed marker was committed: what tells
+    /// a repeated webhook delivery before its plugin runs (the marker in
+    /// the commit is what guarantees it).
+    pub async fn processed(&self, marker: &str) -> Result<bool, StoreError> {
+        let found: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM processed_messages WHERE message_id = $1")
+                .bind(marker)
+                .fetch_one(&self.read)
+                .await?;
+        Ok(found > 0)
     }
 
     /// Writes what waits in memory and closes every connection.

@@ -32,7 +32,7 @@ pub mod bindings {
 pub use args::Args;
 pub use bindings::ikkyu::plugin::types::{
     ArgKind, CommandError, CommandSpec, CronSpec, Firing, Invocation, PluginInfo, ScheduleSpec,
-    Value, When,
+    Value, WebhookRequest, WebhookSpec, When,
 };
 pub use bindings::ikkyu::plugin::{chat, config, directory, events, http, jobs, schedule};
 pub use span::{Span, parse_span};
@@ -72,6 +72,14 @@ pub trait Plugin {
     fn handle_schedule(_firing: &Firing, _payload: serde_json::Value) -> Result<(), String> {
         Ok(())
     }
+
+    /// Handles a verified delivery to the declared webhook `name`; the
+    /// returned text is the sender's response body, an error tells the
+    /// sender its payload could not be used. The default refuses: a plugin
+    /// that declares no webhook never gets one.
+    fn handle_webhook(name: &str, _request: &WebhookRequest) -> Result<String, String> {
+        Err(format!("this plugin has no webhook {name:?}"))
+    }
 }
 
 /// Adapts any [`Plugin`] to the generated `Guest` trait; used by
@@ -96,6 +104,10 @@ impl<P: Plugin> Guest for Exported<P> {
         let payload = serde_json::from_str(&payload_json)
             .map_err(|e| format!("event {topic:?} has a payload that is not JSON: {e}"))?;
         P::handle_event(&topic, payload, &source)
+    }
+
+    fn handle_webhook(name: String, request: WebhookRequest) -> Result<String, String> {
+        P::handle_webhook(&name, &request)
     }
 
     fn handle_schedule(firing: Firing) -> Result<(), String> {

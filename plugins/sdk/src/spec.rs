@@ -18,6 +18,7 @@ impl Info {
             subscriptions: Vec::new(),
             own_events: false,
             schedules: Vec::new(),
+            webhooks: Vec::new(),
         })
     }
 
@@ -43,6 +44,16 @@ impl Info {
     /// the host adds, updates and removes stored ones to match at load.
     pub fn schedule(mut self, spec: crate::ScheduleSpec) -> Self {
         self.0.schedules.push(spec);
+        self
+    }
+
+    /// A webhook served at `POST /hooks/<plugin>/<name>` once the operator
+    /// gives it a secret; deliveries arrive in [`crate::Plugin::handle_webhook`].
+    pub fn webhook(mut self, name: &str, summary: &str) -> Self {
+        self.0.webhooks.push(crate::WebhookSpec {
+            name: name.to_owned(),
+            summary: summary.to_owned(),
+        });
         self
     }
 

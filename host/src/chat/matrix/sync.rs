@@ -165,6 +165,9 @@ impl Syncer {
             let response = match self.client.sync_once(settings).await {
                 Ok(r) => r,
                 Err(e) => {
+                    self.bot
+                        .link()
+                        .down(&format!("cannot sync with the homeserver: {e}"));
                     let since = failing_since.get_or_insert_with(Instant::now);
                     tracing::warn!(
                         "cannot sync with the homeserver (failing for {}s); retrying in {}s: {e}",
@@ -182,6 +185,7 @@ impl Syncer {
                 invited = response.rooms.invited.len(),
                 "synced"
             );
+            self.bot.link().up();
             if let Some(since) = failing_since.take() {
                 tracing::info!(
                     "reconnected to the homeserver after {}s",

@@ -4,15 +4,19 @@
 //! (`!seen`) and emits from a scheduled run (`!emit-later`), so tests can
 //! see deliveries flow. With `declare = "<words>"` in its config it also
 //! declares a command of those words, as a hostile plugin trying to answer
-//! for a built-in or another plugin would. Built by the test setup; never
-//! loaded by default.
+//! for a built-in or another plugin would. Its webhook `hook` counts
+//! deliveries (`!hooked`) and emits `test.hooked`, refusing or crashing
+//! when the body says `"fail": "error"` or `"trap"`. Built by the test
+//! setup; never loaded by default. (`lab` is the same webhook again, for
+//! a GitLab sender.)
 
 // Natively (clippy, `cargo test --workspace`) nothing is exported.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 use ikkyu_plugin_sdk::{
-    ArgKind, Args, Command, CommandError, Firing, Info, Invocation, Plugin, PluginInfo, When, chat,
-    events, export_plugin, failed, kv, plugin_config, schedule, schedule_spec,
+    ArgKind, Args, Command, CommandError, Firing, Info, Invocation, Plugin, PluginInfo,
+    WebhookRequest, When, chat, events, export_plugin, failed, kv, plugin_config, schedule,
+    schedule_spec,
 };
 
 struct Emitter;
@@ -54,6 +58,12 @@ impl Plugin for Emitter {
                 "event topic",
             ),
         )
+        .command(Command::new(
+            "hooked",
+            "how many webhook deliveries were taken",
+        ))
+        .webhook("hook", "counts deliveries; fails on request")
+        .webhook("lab", "the same, for a GitLab sender")
         .subscribe("test.*")
         .own_events()
         .build()
@@ -80,6 +90,13 @@ impl Plugin for Emitter {
             "emitted" => {
                 let n: u64 = kv::get("count").map_err(failed)?.unwrap_or(0);
                 Ok(format!("emitted {n} times"))
+            }
+            "hooked" => {
+                let n: u64 = kv::get("hooked").map_err(failed)?.unwrap_or(0);
+                let last: String = kv::get("last-delivery")
+                    .map_err(failed)?
+                    .unwrap_or_default();
+                Ok(format!("took {n} deliveries; the last was {last:?}"))
             }
             "seen" => {
                 let n: u64 = kv::get("seen").map_err(failed)?.unwrap_or(0);
@@ -108,6 +125,28 @@ impl Plugin for Emitter {
             events::emit("test.storm", &payload.to_string());
         }
         Ok(())
+    }
+
+    fn handle_webhook(name: &str, request: &WebhookRequest) -> Result<String, String> {
+        if name != "hook" && name != "lab" {
+            return Err(format!("no webhook {name:?}"));
+        }
+        let body: serde_json::Value = serde_json::from_slice(&request.body)
+            .map_err(|e| format!("the body is not JSON: {e}"))?;
+        let n: u64 = kv::get("hooked").map_err(|e| e.to_string())?.unwrap_or(0);
+        kv::set("hooked", &(n + 1)).map_err(|e| e.to_string())?;
+        kv::set("last-delivery", &request.delivery).map_err(|e| e.to_string())?;
+        let payload = serde_json::json!({
+            "delivery": request.delivery,
+            "event": request.event,
+            "sender": request.sender,
+        });
+        events::emit("test.hooked", &payload.to_string());
+        match body.get("fail").and_then(serde_json::Value::as_str) {
+            Some("error") => Err("refused on purpose".into()),
+            Some("trap") => panic!("emitter's webhook trapped on purpose"),
+            _ => Ok(format!("took delivery {} ({})", request.delivery, n + 1)),
+        }
     }
 
     fn handle_schedule(_firing: &Firing, payload: serde_json::Value) -> Result<(), String> {
