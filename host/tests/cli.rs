@@ -33,9 +33,13 @@ fn ikkyu(dir: &Path, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().expect("ikkyu exits")
 }
 
+/// Any free port for the web entry point: tests run at once, and a
+/// console holding the default port would make another's `run` fail.
+const WEB: &str = "[web]\nlisten = \"127.0.0.1:0\"\n";
+
 fn write_config(dir: &Path) {
     let text = format!(
-        "[runtime]\nplugins_dir = {:?}\n[roles]\nadmin = [\"@alice:local\"]\n\
+        "{WEB}[runtime]\nplugins_dir = {:?}\n[roles]\nadmin = [\"@alice:local\"]\n\
          [plugins.points]\ngrants = [\"chat\", \"kv\", \"events\", \"directory\", \"config\", \"log\"]\n",
         plugins_dir()
     );
@@ -160,6 +164,41 @@ fn run_with_an_unreachable_homeserver_fails_with_the_url() {
     );
 }
 
+/// `run` with its web port taken stops at once and says which key to
+/// change; the console, for trying the bot, goes on without the web.
+#[test]
+fn a_taken_web_port_stops_run_and_not_the_console() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = taken.local_addr().expect("address").port();
+    write_config(dir.path());
+    let config = std::fs::read_to_string(dir.path().join("ikkyu.toml"))
+        .expect("config")
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        + "[matrix]\nhomeserver = \"http://127.0.0.1:1\"\npassword = \"x\"\n";
+    std::fs::write(dir.path().join("ikkyu.toml"), config).expect("write config");
+    let out = ikkyu(dir.path(), &["--config", "ikkyu.toml", "run"], "");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("listening on 127.0.0.1:{port} (`web.listen`")),
+        "{stderr}"
+    );
+    let out = ikkyu(
+        dir.path(),
+        &["--config", "ikkyu.toml", "console", "--as", "@alice:local"],
+        "!points\n",
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no web entry point"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("points"),
+        "the console still answers"
+    );
+    drop(taken);
+}
+
 /// A database that cannot be reached at start is waited for, with a log
 /// line that says so, instead of ending the bot.
 #[test]
@@ -171,7 +210,7 @@ fn an_unreachable_database_at_start_is_waited_for() {
     std::fs::write(
         dir.path().join("ikkyu.toml"),
         format!(
-            "[database]\nurl = \"postgres://postgres@127.0.0.1:{port}/nothing\"\n[runtime]\nplugins_dir = {:?}\n",
+            "{WEB}[database]\nurl = \"postgres://postgres@127.0.0.1:{port}/nothing\"\n[runtime]\nplugins_dir = {:?}\n",
             plugins_dir()
         ),
     )
