@@ -25,6 +25,7 @@ macro_rules! on_both {
     };
 }
 
+mod build;
 mod concurrency;
 mod containment;
 mod delivery;

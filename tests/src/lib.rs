@@ -5,6 +5,7 @@
 //! by `cargo xtask plugins`, databases are real SQLite files and a real
 //! PostgreSQL server.
 
+pub mod hooks;
 pub mod matrix;
 pub mod process;
 pub mod proxy;

@@ -19,6 +19,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("ikkyu-oncall", "oncall"),
     ("ikkyu-release", "release"),
     ("ikkyu-deploy", "deploy"),
+    ("ikkyu-build", "build"),
 ];
 /// Plugins used only by tests; built into target/test-plugins.
 const TEST_PLUGINS: &[(&str, &str)] = &[

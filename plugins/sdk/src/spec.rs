@@ -130,6 +130,18 @@ impl Command {
         self
     }
 
+    /// A `--name value` option that may be given more than once
+    /// (`--service a --service b`); [`crate::Args::texts`] reads them all.
+    pub fn repeated_flag(mut self, name: &str, kind: ArgKind, summary: &str) -> Self {
+        self.0.options.push(FlagSpec {
+            name: name.to_owned(),
+            kind: Some(kind),
+            repeated: true,
+            summary: summary.to_owned(),
+        });
+        self
+    }
+
     /// A `--name` switch.
     pub fn switch(mut self, name: &str, summary: &str) -> Self {
         self.0.options.push(FlagSpec {
