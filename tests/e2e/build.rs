@@ -16,7 +16,7 @@ use std::time::Duration;
 use ikkyu::bot::Bot;
 use ikkyu::chat::console::{Console, RecordingSink};
 use ikkyu::clock::{ManualClock, SharedClock};
-use ikkyu_e2e::hooks::{github, serve};
+use ikkyu_e2e::hooks::{github, scrape, serve, value};
 use ikkyu_e2e::process::marks;
 use ikkyu_e2e::{root, scripts_dir, start_bot, start_bot_at};
 
@@ -447,6 +447,44 @@ async fn a_push_builds_what_it_changed(db_url: &str, data: &Path) -> anyhow::Res
     assert!(text.contains("\"evil/repo\" is not configured"), "{text}");
     settle(&bot).await?;
     assert!(new_marks(data, &mut seen).is_empty());
+
+    // /metrics tells the same story.
+    let m = scrape(&base).await?;
+    let hook = |outcome: &str| {
+        value(
+            &m,
+            "ikkyu_webhook_requests_total",
+            &[("plugin", "build"), ("hook", "push"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        (
+            hook("ok"),
+            hook("forged"),
+            hook("replayed"),
+            hook("refused")
+        ),
+        (4.0, 1.0, 1.0, 1.0)
+    );
+    // Build 1: a detection per repository and three builds; the push: one
+    // detection (api and web share their green commit) and api's build.
+    assert_eq!(
+        value(
+            &m,
+            "ikkyu_jobs_finished_total",
+            &[("plugin", "build"), ("outcome", "ok")]
+        ),
+        7.0
+    );
+    assert_eq!(value(&m, "ikkyu_jobs", &[("state", "running")]), 0.0);
+    assert_eq!(
+        value(
+            &m,
+            "ikkyu_commands_total",
+            &[("plugin", "build"), ("command", "build"), ("outcome", "ok")]
+        ),
+        1.0
+    );
     bot.shutdown().await;
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ikkyu::bot::Bot;
 use ikkyu::chat::console::{Console, RecordingSink};
-use ikkyu_e2e::hooks::{self, serve};
+use ikkyu_e2e::hooks::{self, scrape, serve, value};
 use ikkyu_e2e::proxy::Proxy;
 use ikkyu_e2e::{TempPostgres, postgres_url, start_bot};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -46,32 +46,6 @@ async fn say(bot: &Bot, sink: &RecordingSink, user: &str, body: &str) -> anyhow:
 async fn get(base: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let r = reqwest::get(format!("{base}{path}")).await?;
     Ok((r.status().as_u16(), r.text().await?))
-}
-
-/// One scrape of `/metrics`, parsed.
-async fn scrape(base: &str) -> anyhow::Result<prometheus_parse::Scrape> {
-    let (status, text) = get(base, "/metrics").await?;
-    anyhow::ensure!(status == 200, "/metrics answered {status}: {text}");
-    Ok(prometheus_parse::Scrape::parse(
-        text.lines().map(|l| Ok(l.to_owned())),
-    )?)
-}
-
-/// The value of the sample `name` whose labels include `labels`; 0 when
-/// there is none (a counter never incremented has no series yet).
-fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
 }
 
 /// A GitHub `push` delivery to `path`: signed with `secret` when given.

@@ -1,5 +1,6 @@
 //! The bot's web entry point for tests: served on a free port of
-//! 127.0.0.1, and webhook deliveries signed the way GitHub signs them.
+//! 127.0.0.1, webhook deliveries signed the way GitHub signs them, and
+//! `/metrics` scraped with a Prometheus text parser.
 
 use std::sync::Arc;
 
@@ -48,4 +49,32 @@ pub async fn github(
     }
     let r = req.send().await?;
     Ok((r.status().as_u16(), r.text().await?))
+}
+
+/// One scrape of `/metrics` at `base`, parsed.
+pub async fn scrape(base: &str) -> anyhow::Result<prometheus_parse::Scrape> {
+    let r = reqwest::get(format!("{base}/metrics")).await?;
+    let status = r.status().as_u16();
+    let text = r.text().await?;
+    anyhow::ensure!(status == 200, "/metrics answered {status}: {text}");
+    Ok(prometheus_parse::Scrape::parse(
+        text.lines().map(|l| Ok(l.to_owned())),
+    )?)
+}
+
+/// The sum of the samples `name` whose labels include `labels`; 0 when
+/// there are none (a counter never incremented has no series yet).
+pub fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
 }

@@ -180,6 +180,14 @@ pub fn job_finished(ctx: &Ctx, p: &Value) -> Result<(), String> {
         }
         Work::Build { service } => built(ctx, &mut b, service, p)?,
     };
+    // A service taken out of the config while it was being checked is
+    // not waited for.
+    for (name, u) in &mut b.units {
+        if matches!(u.state, State::Checking { .. }) && !ctx.settings.services.contains_key(name) {
+            u.state = State::CheckFailed;
+            u.why = "no longer in the config".into();
+        }
+    }
     b.settle(ctx.now_ms);
     show(ctx, &mut b)?;
     record::save(&b)?;
