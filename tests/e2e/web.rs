@@ -48,6 +48,16 @@ async fn get(base: &str, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((r.status().as_u16(), r.text().await?))
 }
 
+/// A GitHub `push` delivery to `path`, signed with the hook's secret.
+async fn signed(
+    base: &str,
+    path: &str,
+    delivery: &str,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
+    github(base, path, delivery, body, Some(GITHUB_SECRET)).await
+}
+
 /// A GitHub `push` delivery to `path`: signed with `secret` when given.
 async fn github(
     base: &str,
@@ -272,14 +282,7 @@ async fn webhooks(db_url: &str, data: &Path) -> anyhow::Result<()> {
 
     // A signed delivery runs the plugin, commits, and only then answers.
     let body = r#"{"ref": "refs/heads/main", "pusher": {"name": "Дмитрий 王"}}"#.as_bytes();
-    let (status, text) = github(
-        &base,
-        "/hooks/emitter/hook",
-        "d-1",
-        body,
-        Some(GITHUB_SECRET),
-    )
-    .await?;
+    let (status, text) = signed(&base, "/hooks/emitter/hook", "d-1", body).await?;
     assert_eq!((status, text.as_str()), (200, "took delivery d-1 (1)\n"));
     assert_eq!(
         hooked(bot.clone(), sink.clone()).await?,
@@ -288,14 +291,7 @@ async fn webhooks(db_url: &str, data: &Path) -> anyhow::Result<()> {
 
     // The same delivery again (a redelivery, or an attacker replaying a
     // captured request) is refused and runs nothing.
-    let (status, text) = github(
-        &base,
-        "/hooks/emitter/hook",
-        "d-1",
-        body,
-        Some(GITHUB_SECRET),
-    )
-    .await?;
+    let (status, text) = signed(&base, "/hooks/emitter/hook", "d-1", body).await?;
     assert_eq!(status, 409, "{text}");
     assert!(text.contains("d-1 was taken before"), "{text}");
 
@@ -334,40 +330,17 @@ async fn webhooks(db_url: &str, data: &Path) -> anyhow::Result<()> {
 
     // Larger than `web.max_body_kib` (64 KiB): 413, signed or not.
     let big = vec![b'x'; 65 * 1024];
-    let (status, text) = github(
-        &base,
-        "/hooks/emitter/hook",
-        "d-5",
-        &big,
-        Some(GITHUB_SECRET),
-    )
-    .await?;
+    let (status, text) = signed(&base, "/hooks/emitter/hook", "d-5", &big).await?;
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("64 KiB"), "{text}");
 
     // Not configured, configured but not declared, and a wrong method.
     assert_eq!(
-        github(
-            &base,
-            "/hooks/emitter/nope",
-            "d-6",
-            body,
-            Some(GITHUB_SECRET)
-        )
-        .await?
-        .0,
+        signed(&base, "/hooks/emitter/nope", "d-6", body).await?.0,
         404
     );
     assert_eq!(
-        github(
-            &base,
-            "/hooks/points/hook",
-            "d-6",
-            body,
-            Some(GITHUB_SECRET)
-        )
-        .await?
-        .0,
+        signed(&base, "/hooks/points/hook", "d-6", body).await?.0,
         404
     );
     let (status, text) = github(&base, "/hooks/emitter/ghost", "d-6", body, Some("boo")).await?;
@@ -378,63 +351,26 @@ async fn webhooks(db_url: &str, data: &Path) -> anyhow::Result<()> {
     // A payload the plugin refuses: 422 with its reason, on record, and
     // taken (sending it again would fail the same way).
     let refuse = br#"{"fail": "error"}"#;
-    let (status, text) = github(
-        &base,
-        "/hooks/emitter/hook",
-        "d-7",
-        refuse,
-        Some(GITHUB_SECRET),
-    )
-    .await?;
+    let (status, text) = signed(&base, "/hooks/emitter/hook", "d-7", refuse).await?;
     assert_eq!((status, text.as_str()), (422, "refused on purpose\n"));
     assert_eq!(
-        github(
-            &base,
-            "/hooks/emitter/hook",
-            "d-7",
-            refuse,
-            Some(GITHUB_SECRET)
-        )
-        .await?
-        .0,
+        signed(&base, "/hooks/emitter/hook", "d-7", refuse).await?.0,
         409
     );
     // Signed bytes that are not JSON at all reach the plugin, which says so.
     let binary = b"\x00\xff\xfe not json";
-    let (status, text) = github(
-        &base,
-        "/hooks/emitter/hook",
-        "d-8",
-        binary,
-        Some(GITHUB_SECRET),
-    )
-    .await?;
+    let (status, text) = signed(&base, "/hooks/emitter/hook", "d-8", binary).await?;
     assert_eq!(status, 422);
     assert!(text.contains("not JSON"), "{text}");
 
     // A crash is the plugin's fault, not the sender's: 500, on record,
     // nothing kept, and the same delivery may come again.
     let trap = br#"{"fail": "trap"}"#;
-    let (status, text) = github(
-        &base,
-        "/hooks/emitter/hook",
-        "d-9",
-        trap,
-        Some(GITHUB_SECRET),
-    )
-    .await?;
+    let (status, text) = signed(&base, "/hooks/emitter/hook", "d-9", trap).await?;
     assert_eq!(status, 500, "{text}");
     assert!(text.contains("crashed"), "{text}");
     assert_eq!(
-        github(
-            &base,
-            "/hooks/emitter/hook",
-            "d-9",
-            trap,
-            Some(GITHUB_SECRET)
-        )
-        .await?
-        .0,
+        signed(&base, "/hooks/emitter/hook", "d-9", trap).await?.0,
         500,
         "a crashed delivery is not marked taken"
     );
@@ -641,14 +577,7 @@ async fn database_gone(url: &str) -> anyhow::Result<()> {
     );
 
     let body = br#"{"ref": "refs/heads/main"}"#;
-    let (status, text) = github(
-        &base,
-        "/hooks/emitter/hook",
-        "o-1",
-        body,
-        Some(GITHUB_SECRET),
-    )
-    .await?;
+    let (status, text) = signed(&base, "/hooks/emitter/hook", "o-1", body).await?;
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("send it again"), "{text}");
 
@@ -662,14 +591,7 @@ async fn database_gone(url: &str) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(back, "healthy again once the database is back");
-    let (status, text) = github(
-        &base,
-        "/hooks/emitter/hook",
-        "o-1",
-        body,
-        Some(GITHUB_SECRET),
-    )
-    .await?;
+    let (status, text) = signed(&base, "/hooks/emitter/hook", "o-1", body).await?;
     assert_eq!((status, text.as_str()), (200, "took delivery o-1 (1)\n"));
     assert_eq!(
         say(&bot, &sink, "@alice:local", "!hooked").await?,
