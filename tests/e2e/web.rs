@@ -141,47 +141,20 @@ async fn health_and_metrics(db_url: &str, data: &Path) -> anyhow::Result<()> {
 
     let m = scrape(&base).await?;
     let commands = |labels: &[(&str, &str)]| value(&m, "ikkyu_commands_total", labels);
-    assert_eq!(
+    // plugin, declared command, outcome: how often.
+    let routed = |plugin: &str, command: &str, outcome: &str| {
         commands(&[
-            ("plugin", "points"),
-            ("command", "points"),
-            ("outcome", "ok")
-        ]),
-        1.0
-    );
-    assert_eq!(
-        commands(&[
-            ("plugin", "points"),
-            ("command", "points give"),
-            ("outcome", "ok")
-        ]),
-        1.0
-    );
-    assert_eq!(
-        commands(&[
-            ("plugin", "points"),
-            ("command", "points give"),
-            ("outcome", "error")
-        ]),
-        1.0
-    );
+            ("plugin", plugin),
+            ("command", command),
+            ("outcome", outcome),
+        ])
+    };
+    assert_eq!(routed("points", "points", "ok"), 1.0);
+    assert_eq!(routed("points", "points give", "ok"), 1.0);
+    assert_eq!(routed("points", "points give", "error"), 1.0);
     assert_eq!(commands(&[("plugin", "none"), ("command", "none")]), 1.0);
-    assert_eq!(
-        commands(&[
-            ("plugin", "ikkyu"),
-            ("command", "role grant"),
-            ("outcome", "denied")
-        ]),
-        1.0
-    );
-    assert_eq!(
-        commands(&[
-            ("plugin", "emitter"),
-            ("command", "emit-then-fail"),
-            ("outcome", "trap")
-        ]),
-        1.0
-    );
+    assert_eq!(routed("ikkyu", "role grant", "denied"), 1.0);
+    assert_eq!(routed("emitter", "emit-then-fail", "trap"), 1.0);
     assert_eq!(commands(&[]), 6.0, "every command counted once");
     assert!(
         m.samples
