@@ -17,6 +17,7 @@
 
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder as _, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -71,42 +72,47 @@ impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok::<_, prometheus::Error>(c)
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help)?;
-            registry.register(Box::new(g.clone()))?;
-            Ok::<_, prometheus::Error>(g)
-        };
-        let command_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "ikkyu_command_duration_seconds",
-                "Time from a command's arrival to its committed answer.",
+            registered(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels)?,
             )
-            .buckets(COMMAND_BUCKETS.to_vec()),
-            &["plugin"],
+        };
+        let gauge = |name: &str, help: &str| registered(&registry, IntGauge::new(name, help)?);
+        let command_seconds = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "ikkyu_command_duration_seconds",
+                    "Time from a command's arrival to its committed answer.",
+                )
+                .buckets(COMMAND_BUCKETS.to_vec()),
+                &["plugin"],
+            )?,
         )?;
-        registry.register(Box::new(command_seconds.clone()))?;
-        let outbox_given_up = IntCounter::new(
-            "ikkyu_outbox_given_up_total",
-            "Chat messages given up after the chat network refused them too often.",
+        let outbox_given_up = registered(
+            &registry,
+            IntCounter::new(
+                "ikkyu_outbox_given_up_total",
+                "Chat messages given up after the chat network refused them too often.",
+            )?,
         )?;
-        registry.register(Box::new(outbox_given_up.clone()))?;
-        let jobs = IntGaugeVec::new(
-            Opts::new(
-                "ikkyu_jobs",
-                "Jobs not ended yet, by state (queued, running).",
-            ),
-            &["state"],
+        let jobs = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "ikkyu_jobs",
+                    "Jobs not ended yet, by state (queued, running).",
+                ),
+                &["state"],
+            )?,
         )?;
-        registry.register(Box::new(jobs.clone()))?;
-        let build_info = IntGaugeVec::new(
-            Opts::new("ikkyu_build_info", "The running ikkyu's version; always 1."),
-            &["version"],
+        let build_info = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new("ikkyu_build_info", "The running ikkyu's version; always 1."),
+                &["version"],
+            )?,
         )?;
-        registry.register(Box::new(build_info.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -261,6 +267,15 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
+}
+
+/// `metric`, registered in `registry` (which keeps a handle to it).
+fn registered<M: Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> prometheus::Result<M> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
 }
 
 /// The content type of [`Metrics::render`]'s text.

@@ -11,22 +11,21 @@ pub struct Link {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Connected now.
-    up: bool,
+    /// As the adapter last said.
+    now: LinkState,
     /// It was up at least once since start: start-up is done.
     ever_up: bool,
-    /// Why it is down, in the adapter's words.
-    down_because: Option<String>,
 }
 
 /// What `/healthz` reports of the chat adapter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum LinkState {
     /// Connected.
     Up,
     /// Not connected yet since start.
+    #[default]
     Starting,
-    /// Lost after it was up, with the adapter's reason.
+    /// Not connected, with the adapter's reason.
     Down(String),
 }
 
@@ -34,27 +33,23 @@ impl Link {
     /// The adapter reached its network (a sync came back).
     pub fn up(&self) {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        s.up = true;
+        s.now = LinkState::Up;
         s.ever_up = true;
-        s.down_because = None;
     }
 
     /// The adapter cannot reach its network, for `why`.
     pub fn down(&self, why: &str) {
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        s.up = false;
-        s.down_because = Some(crate::text::one_line(why));
+        s.now = LinkState::Down(crate::text::one_line(why));
     }
 
     /// How it is now.
     pub fn state(&self) -> LinkState {
-        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        match (s.up, s.ever_up, &s.down_because) {
-            (true, _, _) => LinkState::Up,
-            (false, _, Some(why)) => LinkState::Down(why.clone()),
-            (false, false, None) => LinkState::Starting,
-            (false, true, None) => LinkState::Down("disconnected".into()),
-        }
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .now
+            .clone()
     }
 
     /// Whether it was connected at least once since start.
