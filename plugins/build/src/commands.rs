@@ -370,7 +370,10 @@ fn built(ctx: &Ctx, b: &mut Build, service: &str, p: &Value) -> Result<Option<St
             author: author.clone(),
             duration_ms,
             outcome: outcome.clone(),
-            tail: render::tail(p["output"].as_str().unwrap_or_default(), TAIL_LINES),
+            tail: ikkyu_plugin_sdk::last_lines(
+                p["output"].as_str().unwrap_or_default(),
+                TAIL_LINES,
+            ),
         }
     };
     let green_at = green.then(|| Green {

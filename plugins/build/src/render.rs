@@ -121,13 +121,6 @@ pub fn brief(b: &Build) -> String {
     headline(b).replacen("**", "", 2)
 }
 
-/// The last `n` lines of a job's output, for a failed build's message.
-pub fn tail(output: &str, n: usize) -> String {
-    let lines: Vec<&str> = output.lines().collect();
-    let from = lines.len().saturating_sub(n);
-    lines.get(from..).unwrap_or_default().join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +200,5 @@ mod tests {
             text.contains("- worker: up to date, nothing changed since `fedcba9876`"),
             "{text}"
         );
-        assert_eq!(tail("a\nb\nc", 2), "b\nc");
     }
 }

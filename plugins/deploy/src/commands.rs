@@ -405,10 +405,7 @@ fn ended(ctx: &Ctx, r: &mut Record, plan: &Plan) {
 
 /// The last lines of a job's output, for a chat message.
 fn tail(output: &str) -> String {
-    let lines: Vec<&str> = output.lines().collect();
-    lines[lines.len().saturating_sub(10)..]
-        .join("\n")
-        .replace("```", "'''")
+    ikkyu_plugin_sdk::last_lines(output, 10).replace("```", "'''")
 }
 
 /// Posts or edits the task's progress message.

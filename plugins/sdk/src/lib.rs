@@ -201,6 +201,16 @@ pub fn usage(message: impl Into<String>) -> CommandError {
     CommandError::Usage(message.into())
 }
 
+/// The last `n` lines of `output` (a job's, from `job.finished`), for a
+/// chat message.
+pub fn last_lines(output: &str, n: usize) -> String {
+    let lines: Vec<&str> = output.lines().collect();
+    lines
+        .get(lines.len().saturating_sub(n)..)
+        .unwrap_or_default()
+        .join("\n")
+}
+
 /// The host's clock now, in ms since the epoch. Event handlers have no
 /// invocation to read it from; the WASI clock a plugin sees is the host's
 /// own clock (the one transcripts move), so this agrees with `now-ms`.
@@ -208,4 +218,14 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn last_lines_keeps_the_end_of_the_output() {
+        assert_eq!(super::last_lines("a\nb\nc", 2), "b\nc");
+        assert_eq!(super::last_lines("a\nb\n", 5), "a\nb");
+        assert_eq!(super::last_lines("", 3), "");
+    }
 }
