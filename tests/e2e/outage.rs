@@ -47,12 +47,7 @@ async fn a_database_outage_loses_nothing_and_blames_no_plugin() -> anyhow::Resul
 }
 
 async fn outage(url: &str) -> anyhow::Result<()> {
-    let proxy = Proxy::start("127.0.0.1:5432".parse()?).await?;
-    let via = url.replace("127.0.0.1:5432", &proxy.addr());
-    anyhow::ensure!(
-        via != url,
-        "the test database is not on 127.0.0.1:5432: {url}"
-    );
+    let (proxy, via) = Proxy::before_postgres(url).await?;
     let dir = tempfile::tempdir()?;
     let clock = Arc::new(ManualClock::new(START));
     let shared: SharedClock = clock.clone();

@@ -523,12 +523,7 @@ async fn the_database_gone() -> anyhow::Result<()> {
 }
 
 async fn database_gone(url: &str) -> anyhow::Result<()> {
-    let proxy = Proxy::start("127.0.0.1:5432".parse()?).await?;
-    let via = url.replace("127.0.0.1:5432", &proxy.addr());
-    anyhow::ensure!(
-        via != url,
-        "the test database is not on 127.0.0.1:5432: {url}"
-    );
+    let (proxy, via) = Proxy::before_postgres(url).await?;
     let data = tempfile::tempdir()?;
     let (bot, sink) = start_bot(&via, data.path(), &hooks_config(data.path())?).await?;
     let bot = Arc::new(bot);

@@ -55,6 +55,16 @@ impl Proxy {
         })
     }
 
+    /// A proxy in front of the test PostgreSQL server (127.0.0.1:5432), and
+    /// `url` (a database on it) rewritten to go through the proxy.
+    pub async fn before_postgres(url: &str) -> anyhow::Result<(Self, String)> {
+        const SERVER: &str = "127.0.0.1:5432";
+        let proxy = Self::start(SERVER.parse()?).await?;
+        let via = url.replace(SERVER, &proxy.addr());
+        anyhow::ensure!(via != url, "the test database is not on {SERVER}: {url}");
+        Ok((proxy, via))
+    }
+
     /// `host:port` to connect to instead of the upstream.
     pub fn addr(&self) -> String {
         self.addr.to_string()
