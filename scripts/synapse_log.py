@@ -2,22 +2,30 @@
 (`synapse-cost.py`, `reply-path.py`).
 
 Synapse logs each request when it ends: its user, method and path, its
-wall time, its own CPU time (`ru=`) and its database transactions.
+wall time, its own CPU time (`ru=`) and its database transactions. With
+the logger `synapse.storage.txn` at DEBUG in its log config, it also logs
+each transaction by name, under the request it ran for
+(`synapse-txns.py`).
 """
 import datetime
 import re
 from dataclasses import dataclass
 
 LINE = re.compile(
-    r"^(\S+ \S+) - synapse\.access\.\S+ - .*"
+    r"^(\S+ \S+) - synapse\.access\.\S+ - \d+ - \w+ - (\S+) - .*"
     r"\{(@[^}]+)\} Processed request: ([\d.]+)sec/[\d.]+sec "
     r"ru=\(([\d.]+)sec, ([\d.]+)sec\) db=\([\d.]+sec/[\d.]+sec/(\d+)\) "
     r"\d+B \d+ \"(\w+) (\S+)"
 )
 
 
+# "GET-935 - [TXN START] {get_timeline_gaps-31c6}": the request, the name.
+TXN = re.compile(r" - synapse\.storage\.txn - \d+ - DEBUG - (\S+) - \[TXN START\] \{(.+)-[0-9a-f]+\}")
+
+
 @dataclass
 class Request:
+    id: str  # "GET-935", unique while Synapse runs
     end: float  # seconds since the epoch, to the millisecond
     user: str  # "@alice:localhost"
     method: str
@@ -46,10 +54,11 @@ def requests(path):
             m = LINE.match(line)
             if not m:
                 continue
-            stamp, user, wall, user_cpu, system_cpu, txns, method, url = m.groups()
+            stamp, rid, user, wall, user_cpu, system_cpu, txns, method, url = m.groups()
             end = datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
             found.append(
                 Request(
+                    id=rid,
                     end=end,
                     user=user,
                     method=method,
@@ -60,4 +69,15 @@ def requests(path):
                 )
             )
     found.sort(key=lambda r: r.end)
+    return found
+
+
+def transactions(path):
+    """The names of the database transactions each request ran, by its id."""
+    found = {}
+    with open(path, errors="replace") as lines:
+        for line in lines:
+            m = TXN.search(line)
+            if m:
+                found.setdefault(m.group(1), []).append(m.group(2))
     return found
