@@ -11,7 +11,8 @@
 //! makes it again. Names the build does not have (another profile,
 //! changed code, upgraded dependencies: their names carry a hash of the
 //! crate's build) are skipped, so a stale list costs memory, never
-//! correctness; make it again after a dependency changes. Only
+//! correctness; make it again after a dependency changes
+//! (`scripts/code-order.sh --check` says how much of it a build has). Only
 //! release-like profiles on x86_64 Linux, where rustc links with lld, get
 //! it; `IKKYU_CODE_ORDER=off` leaves it out.
 

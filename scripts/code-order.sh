@@ -5,6 +5,12 @@
 #
 #   cargo build --release -p ikkyu && cargo xtask plugins
 #   bash scripts/code-order.sh            # from the project root; then build --release again
+#   bash scripts/code-order.sh --check    # how much of the list a release build still has
+#
+# The names carry a hash of their crate's build, so a changed dependency makes part of the list
+# stale without any error: the build packs fewer functions and the bot's memory grows back (issue
+# 15's dependencies left a third of it stale: 30 -> 45 MiB over Matrix, BENCHMARKS.md, issue 14,
+# fourteenth part). --check fails when under 95 % of the names are in the binary.
 #
 # It runs ../shared/bench/side-by-side.sh with ikkyu under `valgrind --tool=callgrind` (ikkyu alone,
 # 4 pooled instance slots so the pool fits in valgrind's address space, longer timeouts), dumps the
@@ -17,6 +23,13 @@ BIN=${IKKYU_BIN:-$PROJECT/target/release/ikkyu}
 WORK=${WORK:-/tmp/ikkyu-code-order}
 BASE=${BASE:-/tmp/ikkyu-vs-maubot}
 [ -x "$BIN" ] || { echo "no $BIN: run cargo build --release -p ikkyu first" >&2; exit 2; }
+if [ "${1:-}" = "--check" ]; then
+  LISTED=$(sort -u "$PROJECT/host/code-order.txt" | wc -l)
+  FOUND=$(nm --defined-only "$BIN" | awk '{print $3}' | sort -u | comm -12 - <(sort -u "$PROJECT/host/code-order.txt") | wc -l)
+  echo "host/code-order.txt: $FOUND of $LISTED names are in $BIN"
+  [ $((FOUND * 100)) -ge $((LISTED * 95)) ] || { echo "stale: run scripts/code-order.sh and build --release again" >&2; exit 1; }
+  exit 0
+fi
 command -v valgrind >/dev/null && command -v callgrind_control >/dev/null \
   || { echo "valgrind (with callgrind_control) is needed" >&2; exit 2; }
 rm -rf "$WORK"; mkdir -p "$WORK"
