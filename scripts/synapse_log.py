@@ -1,5 +1,5 @@
 """Synapse's access log, read once for the scripts that measure from it
-(`synapse-cost.py`, `reply-path.py`).
+(`synapse-cost.py`, `reply-path.py`, `synapse-txns.py`).
 
 Synapse logs each request when it ends: its user, method and path, its
 wall time, its own CPU time (`ru=`) and its database transactions. With
