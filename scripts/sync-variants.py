@@ -33,13 +33,20 @@ import sys
 import threading
 import time
 import urllib.request
+from typing import NamedTuple
 
 HS = "http://127.0.0.1:8018"
-# name: (lazy members, extra query, leave own events out, sync after own reply)
-PLAIN = {"lazy": (True, "", True, False), "eager": (False, "", True, False),
-         "after": (True, "&use_state_after=true", True, False)}
-REPLIES = {"filtered": (True, "", True, False), "caughtup": (True, "", True, True),
-           "echoed": (True, "", False, False)}
+
+
+class Variant(NamedTuple):
+    lazy: bool = True  # members loaded lazily
+    extra: str = ""  # more of the sync's query string
+    own_left_out: bool = True  # the filter's not_senders
+    catch_up: bool = False  # a timeout=0 sync after its own reply
+
+
+PLAIN = {"lazy": Variant(), "eager": Variant(lazy=False), "after": Variant(extra="&use_state_after=true")}
+REPLIES = {"filtered": Variant(), "caughtup": Variant(catch_up=True), "echoed": Variant(own_left_out=False)}
 
 
 def call(method, path, token=None, body=None):
@@ -75,18 +82,17 @@ def carries(response, sender):
     return any(e.get("sender") == sender for r in rooms for e in r.get("timeline", {}).get("events", []))
 
 
-def main(variants, rounds):
+def main(variants, rounds, replying):
     tokens = {u: login(u) for u in ["alice", *variants]}
     query, since, rooms = {}, {}, {}
-    for user, (lazy, extra, own_left_out, _) in variants.items():
+    for user, v in variants.items():
         # A room each, so one variant's messages never wake another's poll.
         rooms[user] = call("POST", "/_matrix/client/v3/createRoom", tokens["alice"],
                            {"preset": "private_chat", "invite": [f"@{user}:localhost"]})["room_id"]
         call("POST", f"/_matrix/client/v3/join/{rooms[user]}", tokens[user], {})
-        query[user] = f"/_matrix/client/v3/sync?filter={sync_filter(user, tokens[user], lazy, own_left_out)}{extra}"
+        query[user] = f"/_matrix/client/v3/sync?filter={sync_filter(user, tokens[user], v.lazy, v.own_left_out)}{v.extra}"
         since[user] = call("GET", query[user], tokens[user])["next_batch"]
     sent, waits = 0, {u: [] for u in variants}
-    replying = variants is REPLIES
 
     def send(user, room, body):
         nonlocal sent
@@ -95,7 +101,7 @@ def main(variants, rounds):
              {"msgtype": "m.text", "body": body})
 
     for _ in range(rounds):
-        for user, (_, _, _, catch_up) in variants.items():
+        for user, v in variants.items():
             for _ in range(60):
                 out = {}
 
@@ -111,7 +117,7 @@ def main(variants, rounds):
                             return
 
                 poller = threading.Thread(target=poll)
-                if catch_up:
+                if v.catch_up:
                     send(user, rooms[user], "1 point")
                     path = f"{query[user]}&since={since[user]}&timeout=0"
                     since[user] = call("GET", path, tokens[user])["next_batch"]
@@ -134,7 +140,7 @@ def main(variants, rounds):
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    chosen = PLAIN
-    if args and args[0] == "--replies":
-        chosen, args = REPLIES, args[1:]
-    main(chosen, int(args[0]) if args else 3)
+    replying = bool(args) and args[0] == "--replies"
+    if replying:
+        args = args[1:]
+    main(REPLIES if replying else PLAIN, int(args[0]) if args else 3, replying)
