@@ -13,7 +13,6 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 
-#[cfg(feature = "e2e-encryption")]
 use std::sync::Arc;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -137,6 +136,27 @@ pub struct BaseClient {
 
     /// The definition of what is considered a DM room.
     pub dm_room_definition: DmRoomDefinition,
+
+    /// The push rules last read from the store, empty when it had none
+    /// (ikkyu's change, see [`BaseClient::get_push_rules`]).
+    stored_push_rules: StoredPushRules,
+}
+
+/// Push rules with the account-data generation they were read at; shared
+/// by the clones of a [`BaseClient`].
+#[derive(Clone, Debug, Default)]
+struct StoredPushRules(Arc<std::sync::Mutex<Option<(u64, Arc<Ruleset>)>>>);
+
+impl StoredPushRules {
+    fn get(&self, generation: u64) -> Option<Arc<Ruleset>> {
+        let kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.as_ref().filter(|(at, _)| *at == generation).map(|(_, rules)| rules.clone())
+    }
+
+    fn set(&self, generation: u64, rules: Arc<Ruleset>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((generation, rules));
+    }
 }
 
 #[cfg(not(tarpaulin_include))]
@@ -208,6 +228,7 @@ impl BaseClient {
             handle_verification_events: true,
             threading_support,
             dm_room_definition,
+            stored_push_rules: Default::default(),
         }
     }
 
@@ -240,6 +261,7 @@ impl BaseClient {
             handle_verification_events,
             threading_support: self.threading_support,
             dm_room_definition: self.dm_room_definition.clone(),
+            stored_push_rules: Default::default(),
         };
 
         copy.state_store.derive_from_other(&self.state_store).await?;
@@ -1077,30 +1099,46 @@ impl BaseClient {
     /// Get the push rules.
     ///
     /// Gets the push rules previously processed, otherwise get them from the
-    /// store. As a fallback, uses [`Ruleset::server_default`] if the user
-    /// is logged in.
+    /// store.
+    ///
+    /// ikkyu's changes: what the store holds is kept in memory until a save
+    /// changes the stored global account data; reading and parsing it was
+    /// done for every sync response with a timeline. And with no rules
+    /// stored, none apply (upstream used the spec's defaults, built anew
+    /// each time): a client whose sync leaves its push rules out, as
+    /// ikkyu's does, has no use for actions computed from a guess at them,
+    /// and they were most of the work of a timeline (`timeline::build`
+    /// skips it when there are no rules).
     pub(crate) async fn get_push_rules(
         &self,
         global_account_data_processor: &processors::account_data::Global,
-    ) -> Result<Ruleset> {
+    ) -> Result<Arc<Ruleset>> {
         let _timer = timer!(Level::TRACE, "get_push_rules");
         if let Some(event) = global_account_data_processor
             .push_rules()
             .and_then(|ev| ev.deserialize_as_unchecked::<PushRulesEvent>().ok())
         {
-            Ok(event.content.global)
-        } else if let Some(event) = self
+            return Ok(Arc::new(event.content.global));
+        }
+        // Read before the store: a save that lands after this read bumps
+        // the generation, so what is kept below is never taken for newer.
+        let generation = self.state_store.account_data_generation();
+        if let Some(rules) = self.stored_push_rules.get(generation) {
+            return Ok(rules);
+        }
+        let rules = if let Some(event) = self
             .state_store
             .get_account_data_event_static::<PushRulesEventContent>()
             .await?
             .and_then(|ev| ev.deserialize().ok())
         {
-            Ok(event.content.global)
-        } else if let Some(session_meta) = self.state_store.session_meta() {
-            Ok(Ruleset::server_default(&session_meta.user_id))
+            event.content.global
         } else {
-            Ok(Ruleset::new())
-        }
+            Ruleset::new()
+        };
+        let rules = Arc::new(rules);
+        self.stored_push_rules.set(generation, rules.clone());
+        Ok(rules)
     }
 
     /// Returns a subscriber that publishes an event every time the ignore user

@@ -37,6 +37,11 @@ pub async fn save_only(
 ) -> Result<()> {
     let _timer = timer!(tracing::Level::TRACE, "_method");
 
+    // ikkyu's change: nothing to save is no store transaction (and no
+    // room info to broadcast, which comes only from the changes).
+    if context.state_changes.is_empty() {
+        return Ok(());
+    }
     save_changes(&context, state_store, state_store_guard, None).await?;
     broadcast_room_info_notable_updates(&context, state_store, state_store_guard)?;
 

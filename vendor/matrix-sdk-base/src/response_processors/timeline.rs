@@ -51,7 +51,15 @@ pub async fn build<'notification, 'e2ee>(
 
     let now = MilliSecondsSinceUnixEpoch::now();
     let mut timeline = Timeline::new(timeline_inputs.limited, timeline_inputs.prev_batch);
-    let mut push_condition_room_ctx = get_push_room_context(context, room, room_info).await?;
+    // ikkyu's change: with no push rules, no event has push actions, so
+    // neither they nor their context are computed (see
+    // `BaseClient::get_push_rules`).
+    let push_rules_apply = notification.push_rules.iter().next().is_some();
+    let mut push_condition_room_ctx = if push_rules_apply {
+        get_push_room_context(context, room, room_info).await?
+    } else {
+        None
+    };
     let room_id = room.room_id();
 
     for raw_event in timeline_inputs.raw_events {
@@ -123,7 +131,9 @@ pub async fn build<'notification, 'e2ee>(
                     AnySyncTimelineEvent::MessageLike(_) => (),
                 }
 
-                if let Some(push_condition_room_ctx) = &mut push_condition_room_ctx {
+                if !push_rules_apply {
+                    // Nothing to compute.
+                } else if let Some(push_condition_room_ctx) = &mut push_condition_room_ctx {
                     update_push_room_context(
                         context,
                         push_condition_room_ctx,

@@ -144,6 +144,17 @@ mod tests {
         timeline: Vec<Value>,
     ) -> SyncResponse {
         let account_data = if batch == "1" { vec![push_rules()] } else { vec![] };
+        sync_with(client, room_id, batch, account_data, state, timeline).await
+    }
+
+    async fn sync_with(
+        client: &BaseClient,
+        room_id: &RoomId,
+        batch: &str,
+        account_data: Vec<Value>,
+        state: Vec<Value>,
+        timeline: Vec<Value>,
+    ) -> SyncResponse {
         let response: v3::Response = ruma_response_from_json(&json!({
             "next_batch": batch,
             "account_data": { "events": account_data },
@@ -252,5 +263,40 @@ mod tests {
         let response =
             sync(&client, room_id, "7", vec![], vec![message("hello Ikkyu", "$e11")]).await;
         assert_eq!(highlights(&response, room_id), [true]);
+    }
+
+    /// The push rules kept in memory (`BaseClient::get_push_rules`, ikkyu's
+    /// change) follow the account's rules as responses change them: from
+    /// none stored, where no event gets push actions, to rules that
+    /// highlight our display name, and back to none.
+    #[async_test]
+    async fn test_push_rules_follow_account_data() {
+        let me = user_id!("@bot:example.org");
+        let room_id = room_id!("!r:example.org");
+        let client = logged_in_base_client(Some(me)).await;
+        let create = state("m.room.create", "", "$c", json!({ "room_version": "10" }));
+        let no_rules = json!({ "type": "m.push_rules", "content": { "global": {} } });
+        // (batch, account data, push actions computed, highlighted)
+        let steps = [
+            ("0", vec![], false, false),
+            ("1", vec![push_rules()], true, true),
+            ("2", vec![], true, true),
+            ("3", vec![no_rules], false, false),
+            ("4", vec![], false, false),
+        ];
+        for (i, (batch, account_data, computed, highlighted)) in steps.into_iter().enumerate() {
+            let state = if i == 0 {
+                vec![create.clone(), member(me.as_str(), "Ikkyu", "$m1")]
+            } else {
+                vec![]
+            };
+            let event_id = format!("$e{batch}");
+            let timeline = vec![message("hello Ikkyu", &event_id)];
+            let response =
+                sync_with(&client, room_id, batch, account_data, state, timeline).await;
+            let event = &response.rooms.joined[room_id].timeline.events[0];
+            assert_eq!(event.push_actions().is_some(), computed, "batch {batch}");
+            assert_eq!(highlights(&response, room_id), [highlighted], "batch {batch}");
+        }
     }
 }

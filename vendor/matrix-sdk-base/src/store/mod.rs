@@ -586,6 +586,40 @@ pub struct StateChanges {
 }
 
 impl StateChanges {
+    /// Whether there is nothing to save (ikkyu's change): every sync
+    /// response saved the display names it recomputed, most often none,
+    /// in a store transaction of its own.
+    pub(crate) fn is_empty(&self) -> bool {
+        // Destructured whole, so a field added upstream fails to compile
+        // here instead of being taken for empty.
+        let Self {
+            sync_token,
+            account_data,
+            presence,
+            profiles,
+            profiles_to_delete,
+            state,
+            room_account_data,
+            room_infos,
+            receipts,
+            redactions,
+            stripped_state,
+            ambiguity_maps,
+        } = self;
+        sync_token.is_none()
+            && account_data.is_empty()
+            && presence.is_empty()
+            && profiles.is_empty()
+            && profiles_to_delete.is_empty()
+            && state.is_empty()
+            && room_account_data.is_empty()
+            && room_infos.is_empty()
+            && receipts.is_empty()
+            && redactions.is_empty()
+            && stripped_state.is_empty()
+            && ambiguity_maps.is_empty()
+    }
+
     /// Whether saving these changes alters the room state, member profiles
     /// or redacted events the store holds for any room (ikkyu's change, see
     /// [`crate::room::push_inputs`]).

@@ -1503,6 +1503,9 @@ pub struct SaveLockedStateStore<T = Arc<DynStateStore>> {
     /// [`crate::room::push_inputs`]): what was read from the store while it
     /// stayed the same is still what the store holds.
     state_generation: Arc<AtomicU64>,
+    /// Counts the saves that changed stored global account data (ikkyu's
+    /// change, see `BaseClient::get_push_rules`).
+    account_data_generation: Arc<AtomicU64>,
 }
 
 /// An error type that represents a scenario where a [`MutexGuard`] provided to
@@ -1521,7 +1524,12 @@ impl From<IncorrectMutexGuardError> for StoreError {
 impl<T> SaveLockedStateStore<T> {
     /// Creates a new [`SaveLockedStateStore`] with the provided store.
     pub fn new(store: T) -> Self {
-        Self { store, lock: Arc::new(Mutex::new(())), state_generation: Default::default() }
+        Self {
+            store,
+            lock: Arc::new(Mutex::new(())),
+            state_generation: Default::default(),
+            account_data_generation: Default::default(),
+        }
     }
 
     /// The number of saves so far that changed stored room state. Read it
@@ -1531,10 +1539,20 @@ impl<T> SaveLockedStateStore<T> {
         self.state_generation.load(Ordering::Acquire)
     }
 
-    /// Called after a save: counts it if it changed stored room state.
+    /// The number of saves so far that changed stored global account
+    /// data; read it before reading account data that is to be kept.
+    pub(crate) fn account_data_generation(&self) -> u64 {
+        self.account_data_generation.load(Ordering::Acquire)
+    }
+
+    /// Called after a save: counts it if it changed stored room state or
+    /// global account data.
     fn saved(&self, changes: &StateChanges) {
         if changes.touches_room_state() {
             self.state_changed();
+        }
+        if !changes.account_data.is_empty() {
+            self.account_data_generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 
