@@ -136,7 +136,7 @@ async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("listening for SIGTERM")?;
     let result = tokio::select! {
-        r = syncer.run() => r,
+        r = syncer.clone().run() => r,
         () = bot.run_schedules() => Ok(()),
         () = bot.run_delivery() => Ok(()),
         () = bot.run_jobs() => Ok(()),
@@ -145,6 +145,7 @@ async fn run_matrix(config: Config, clock: SharedClock) -> anyhow::Result<()> {
         _ = terminate.recv() => Ok(()),
     };
     tracing::info!("stopping");
+    syncer.save_answered().await;
     bot.shutdown().await;
     result
 }

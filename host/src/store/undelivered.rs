@@ -38,8 +38,11 @@ pub(super) const MARKS_AT_ONCE: usize = 64;
 /// more, passes read the database until it has fewer.
 pub(super) const KNOWN_AT_MOST: usize = 64;
 
-/// How long a mark waits for others before it is written anyway.
-pub(super) const MARKS_WAIT: Duration = Duration::from_millis(20);
+/// How long a mark waits for others before it is written anyway. A bot
+/// answering a command every few dozen milliseconds wrote a transaction
+/// per command at 20 ms; at this, one per several. What a crash can lose
+/// is this much of sending, done again under the same keys.
+pub(super) const MARKS_WAIT: Duration = Duration::from_millis(250);
 
 /// A sent message's mark, not yet written; serialized for PostgreSQL's
 /// one statement for many.

@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
@@ -65,6 +65,9 @@ pub struct Syncer {
     rooms: std::sync::Mutex<HashMap<String, RoomQueue>>,
     /// Where invites marked `is_direct` are recorded once joined.
     direct_joins: super::DirectJoins,
+    /// The newest read position whose commands, and all before, were
+    /// answered, while it waits to be saved.
+    answered: std::sync::Mutex<Option<(String, i64)>>,
 }
 
 /// A room's queue: events to answer, each with the batch it belongs to.
@@ -92,7 +95,9 @@ impl Batch {
     }
 
     /// Resolves when every command of the batch was answered. One waiter
-    /// (the saver), so `notify_one`'s stored permit is never lost.
+    /// at a time (the saver), so `notify_one`'s stored permit is never
+    /// lost, and the count is read before each wait, so a wait dropped and
+    /// begun again (the saver's timer firing meanwhile) misses nothing.
     async fn wait(&self) {
         while self.pending.load(Ordering::SeqCst) > 0 {
             self.done.notified().await;
@@ -103,6 +108,64 @@ impl Batch {
 /// Sync responses read but not yet saved, at most: past this the loop
 /// waits for rooms to catch up instead of reading further ahead.
 const UNSAVED_BATCHES: usize = 64;
+
+/// How often, at most, the sync position is saved while commands keep
+/// coming; at most this much is replayed after a restart.
+const SAVE_POSITION_EVERY: Duration = Duration::from_secs(1);
+
+/// A read position (the sync token and when it was read) with the batch
+/// of commands it came with.
+type Unsaved = (String, i64, Arc<Batch>);
+
+/// Moves each read position into `answered` once its batch is done, in
+/// the order read, and calls `save` (which takes it from there) for the
+/// first at once, then at most once per `every` while positions keep
+/// coming, and once more when they stop; a slow command holds back the
+/// positions after it, never the save of those before. Ends when the
+/// sender is gone.
+async fn pace_saves<S, F>(
+    mut unsaved: mpsc::Receiver<Unsaved>,
+    answered: &std::sync::Mutex<Option<(String, i64)>>,
+    every: Duration,
+    save: S,
+) where
+    S: Fn() -> F,
+    F: std::future::Future<Output = ()>,
+{
+    let mut next_save = tokio::time::Instant::now();
+    // The position whose batch is being waited for.
+    let mut current: Option<Unsaved> = None;
+    loop {
+        let due = answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        let batch = current.as_ref().map(|(_, _, batch)| batch.clone());
+        tokio::select! {
+            () = async { if let Some(b) = &batch { b.wait().await } }, if batch.is_some() => {
+                if let Some((token, read_ms, _)) = current.take() {
+                    *answered.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some((token, read_ms));
+                }
+                if tokio::time::Instant::now() < next_save {
+                    continue;
+                }
+            }
+            () = tokio::time::sleep_until(next_save), if due => {}
+            next = unsaved.recv(), if current.is_none() => {
+                match next {
+                    Some(u) => current = Some(u),
+                    // The sync loop ended; [`Syncer::save_answered`] keeps
+                    // what it answered.
+                    None => return,
+                }
+                continue;
+            }
+        }
+        save().await;
+        next_save = tokio::time::Instant::now() + every;
+    }
+}
 
 impl Syncer {
     /// A loop for `client`, answering through `bot`.
@@ -124,6 +187,7 @@ impl Syncer {
             told_utd: std::sync::Mutex::default(),
             rooms: std::sync::Mutex::default(),
             direct_joins,
+            answered: std::sync::Mutex::default(),
         })
     }
 
@@ -251,25 +315,44 @@ impl Syncer {
         }
     }
 
-    /// Saves each read position once every command before it was answered,
-    /// in the order read; database trouble is waited out.
-    async fn save_positions(
-        self: Arc<Self>,
-        mut unsaved: mpsc::Receiver<(String, i64, Arc<Batch>)>,
-    ) {
-        while let Some((token, read_ms, batch)) = unsaved.recv().await {
-            batch.wait().await;
-            let mut outage = Outage::new("saving the sync position");
-            while let Err(e) = self
-                .bot
-                .db
-                .save_chat_position(ADAPTER, &token, read_ms)
-                .await
-            {
-                outage.wait(&e).await;
-            }
-            outage.over();
+    /// Saves the newest read position whose commands, and every command
+    /// before them, were answered ([`pace_saves`]); database trouble is
+    /// waited out.
+    ///
+    /// A position saved late costs nothing but a replay: after a crash
+    /// the responses since the saved one come again, and the commands in
+    /// them are recognised as answered by their processed markers (the
+    /// same path as a crash between matrix-sdk's save and ours). Saving
+    /// after every response was a transaction per command of its own.
+    async fn save_positions(self: Arc<Self>, unsaved: mpsc::Receiver<Unsaved>) {
+        pace_saves(unsaved, &self.answered, SAVE_POSITION_EVERY, || {
+            self.save_answered()
+        })
+        .await;
+    }
+
+    /// Saves the newest answered position not saved yet, if any: the
+    /// saver's write, and the last one before a graceful stop, so a
+    /// restart replays nothing.
+    pub async fn save_answered(&self) {
+        let Some((token, read_ms)) = self
+            .answered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        let mut outage = Outage::new("saving the sync position");
+        while let Err(e) = self
+            .bot
+            .db
+            .save_chat_position(ADAPTER, &token, read_ms)
+            .await
+        {
+            outage.wait(&e).await;
         }
+        outage.over();
     }
 
     /// Joins rooms the bot is invited to by allowed users; declines others.
@@ -389,10 +472,7 @@ impl Syncer {
     /// none (or its worker is gone).
     fn enqueue(self: &Arc<Self>, room: &str, seen: Seen, batch: Arc<Batch>) {
         batch.add();
-        let mut rooms = self
-            .rooms
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         let job = match rooms.get(room) {
             Some(queue) => match queue.send((seen, batch)) {
                 Ok(()) => return,
@@ -535,10 +615,7 @@ impl Syncer {
     }
 
     fn should_tell_utd(&self, room: &str) -> bool {
-        let mut told = self
-            .told_utd
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut told = self.told_utd.lock().unwrap_or_else(PoisonError::into_inner);
         match told.get(room) {
             Some(at) if at.elapsed() < UTD_NOTICE_EVERY => false,
             _ => {
@@ -603,6 +680,73 @@ const PUSH_RULES: &str = "m.push_rules";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What [`pace_saves`] saved, in order, with when.
+    #[derive(Default)]
+    struct Saved(std::sync::Mutex<Vec<(String, u128)>>);
+
+    /// Positions are saved in the order read, only once their commands
+    /// were answered, the first at once, then the newest at most once a
+    /// second, and the last when responses stop coming.
+    #[tokio::test(start_paused = true)]
+    async fn positions_are_saved_answered_in_order_at_most_once_a_second() {
+        let (tx, rx) = mpsc::channel::<Unsaved>(UNSAVED_BATCHES);
+        let answered = Arc::new(std::sync::Mutex::new(None));
+        let saved = Arc::new(Saved::default());
+        let start = tokio::time::Instant::now();
+        let saver = {
+            let (answered, saved) = (answered.clone(), saved.clone());
+            tokio::spawn(async move {
+                pace_saves(rx, &answered, Duration::from_secs(1), || async {
+                    let taken = answered.lock().expect("not poisoned").take();
+                    if let Some((token, _)) = taken {
+                        let at = start.elapsed().as_millis();
+                        saved.0.lock().expect("not poisoned").push((token, at));
+                    }
+                })
+                .await;
+            })
+        };
+        let batch = |pending: usize| {
+            let b = Arc::new(Batch::default());
+            (0..pending).for_each(|_| b.add());
+            b
+        };
+        let step = Duration::from_millis(100);
+        // s1 answered at once; s2 and s3 every 100 ms; s4's command still
+        // being answered, and s5 behind it.
+        tx.send(("s1".into(), 0, batch(0)))
+            .await
+            .expect("saver runs");
+        tokio::time::sleep(step).await;
+        tx.send(("s2".into(), 0, batch(0)))
+            .await
+            .expect("saver runs");
+        tokio::time::sleep(step).await;
+        tx.send(("s3".into(), 0, batch(0)))
+            .await
+            .expect("saver runs");
+        let slow = batch(1);
+        tx.send(("s4".into(), 0, slow.clone()))
+            .await
+            .expect("saver runs");
+        tx.send(("s5".into(), 0, batch(0)))
+            .await
+            .expect("saver runs");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // s3 goes out a second after s1, while s4's command is answered;
+        // s5 waits behind s4.
+        let seen = || saved.0.lock().expect("not poisoned").clone();
+        assert_eq!(seen(), vec![("s1".into(), 0), ("s3".into(), 1000)]);
+        slow.finish_one();
+        tokio::time::sleep(step).await;
+        // s4 at once (more than a second since s3), s5 a second later.
+        assert_eq!(seen()[2..], [("s4".into(), 2700)]);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(seen()[3..], [("s5".into(), 3700)]);
+        drop(tx);
+        saver.await.expect("the saver ends with the sync loop");
+    }
 
     /// The filter leaves out the push rules, and only them: `m.direct`
     /// is how matrix-sdk knows a room is a direct chat, where the bot
