@@ -681,10 +681,6 @@ const PUSH_RULES: &str = "m.push_rules";
 mod tests {
     use super::*;
 
-    /// What [`pace_saves`] saved, in order, with when.
-    #[derive(Default)]
-    struct Saved(std::sync::Mutex<Vec<(String, u128)>>);
-
     /// Positions are saved in the order read, only once their commands
     /// were answered, the first at once, then the newest at most once a
     /// second, and the last when responses stop coming.
@@ -692,7 +688,8 @@ mod tests {
     async fn positions_are_saved_answered_in_order_at_most_once_a_second() {
         let (tx, rx) = mpsc::channel::<Unsaved>(UNSAVED_BATCHES);
         let answered = Arc::new(std::sync::Mutex::new(None));
-        let saved = Arc::new(Saved::default());
+        // What was saved, in order, with when.
+        let saved = Arc::new(std::sync::Mutex::new(Vec::<(String, u128)>::new()));
         let start = tokio::time::Instant::now();
         let saver = {
             let (answered, saved) = (answered.clone(), saved.clone());
@@ -701,7 +698,7 @@ mod tests {
                     let taken = answered.lock().expect("not poisoned").take();
                     if let Some((token, _)) = taken {
                         let at = start.elapsed().as_millis();
-                        saved.0.lock().expect("not poisoned").push((token, at));
+                        saved.lock().expect("not poisoned").push((token, at));
                     }
                 })
                 .await;
@@ -736,7 +733,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         // s3 goes out a second after s1, while s4's command is answered;
         // s5 waits behind s4.
-        let seen = || saved.0.lock().expect("not poisoned").clone();
+        let seen = || saved.lock().expect("not poisoned").clone();
         assert_eq!(seen(), vec![("s1".into(), 0), ("s3".into(), 1000)]);
         slow.finish_one();
         tokio::time::sleep(step).await;
