@@ -57,17 +57,11 @@ callgrind_control -d >/dev/null
 wait "$RUN" || true
 
 DUMP=$(ls "$WORK"/callgrind.out.*.1 | head -1)
-python3 - "$DUMP" "$(readlink -f "$BIN")" >"$WORK/code-order.txt" <<'PYEOF'
+python3 - "$DUMP" "$(readlink -f "$BIN")" "$PROJECT/scripts" >"$WORK/code-order.txt" <<'PYEOF'
 import os, re, sys
-# callgrind's format names each object and function once, "(id) name", then "(id)" alone.
-names = {"ob": {}, "fn": {}}
-def name(kind, spec):
-    m = re.match(r"\((\d+)\)(?: (.*))?$", spec)
-    if not m:
-        return spec
-    if m.group(2) is not None:
-        names[kind][m.group(1)] = m.group(2)
-    return names[kind].get(m.group(1))
+sys.path.insert(0, sys.argv[3])
+from callgrind_sum import Names
+name = Names()
 ob, seen = None, {}
 for line in open(sys.argv[1], errors="replace"):
     line = line.rstrip("\n")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What each function costs in a callgrind dump, per call, with its biggest callees.
 
-    python3 scripts/callgrind-sum.py /tmp/cg/callgrind.out.<pid>.1 'receive_sync_response' '^ikkyu::dispatch'
+    python3 scripts/callgrind_sum.py /tmp/cg/callgrind.out.<pid>.1 'receive_sync_response' '^ikkyu::dispatch'
 
 With line tables, callgrind keeps one entry per (source file, function), so
 a function that inlined code from ten files is ten entries, and
@@ -12,7 +12,8 @@ each function whose demangled name matches one of the patterns (Python
 regular expressions) it prints inclusive instructions, own instructions,
 calls, instructions per call and its eight biggest callees. This is how a
 sync response's cost was taken apart (BENCHMARKS.md, issue 14, fifteenth
-part). Needs `c++filt`.
+part). Needs `c++filt`. `Names` is also what `scripts/code-order.sh` reads
+a dump's names with.
 """
 import collections
 import re
@@ -20,19 +21,27 @@ import subprocess
 import sys
 
 
-def read(dump):
-    """(own, calls, count, called): own[f], calls[f][g] inclusive cost of f's calls to g,
-    count[f][g] how many, called[g] in all."""
-    names = {"fn": {}, "fl": {}, "ob": {}}
+class Names:
+    """callgrind's name compression: a file, object or function is named
+    "(id) name" the first time and "(id)" after; `names(kind, spec)` gives
+    the name either way (kind: "fl", "ob" or "fn")."""
 
-    def name(kind, spec):
-        # callgrind's compression: "(id) name" the first time, "(id)" after.
+    def __init__(self):
+        self.ids = {"fl": {}, "ob": {}, "fn": {}}
+
+    def __call__(self, kind, spec):
         m = re.match(r"\((\d+)\)(?: (.*))?$", spec)
         if not m:
             return spec
         if m.group(2) is not None:
-            names[kind][m.group(1)] = m.group(2)
-        return names[kind].get(m.group(1))
+            self.ids[kind][m.group(1)] = m.group(2)
+        return self.ids[kind].get(m.group(1))
+
+
+def read(dump):
+    """(own, calls, count, called): own[f], calls[f][g] inclusive cost of f's calls to g,
+    count[f][g] how many, called[g] in all."""
+    name = Names()
 
     def merged(n):
         n = re.sub(r"::h[0-9a-f]{16}", "", n or "")
