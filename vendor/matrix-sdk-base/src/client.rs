@@ -139,24 +139,7 @@ pub struct BaseClient {
 
     /// The push rules last read from the store, empty when it had none
     /// (ikkyu's change, see [`BaseClient::get_push_rules`]).
-    stored_push_rules: StoredPushRules,
-}
-
-/// Push rules with the account-data generation they were read at; shared
-/// by the clones of a [`BaseClient`].
-#[derive(Clone, Debug, Default)]
-struct StoredPushRules(Arc<std::sync::Mutex<Option<(u64, Arc<Ruleset>)>>>);
-
-impl StoredPushRules {
-    fn get(&self, generation: u64) -> Option<Arc<Ruleset>> {
-        let kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        kept.as_ref().filter(|(at, _)| *at == generation).map(|(_, rules)| rules.clone())
-    }
-
-    fn set(&self, generation: u64, rules: Arc<Ruleset>) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((generation, rules));
-    }
+    stored_push_rules: crate::room::push_inputs::KeptAt<Arc<Ruleset>>,
 }
 
 #[cfg(not(tarpaulin_include))]

@@ -106,7 +106,7 @@ pub struct Room {
 
     /// The push-rule context's inputs last read from the store (ikkyu's
     /// change, see [`push_inputs`]).
-    pub(crate) push_inputs: push_inputs::PushInputsCache,
+    pub(crate) push_inputs: push_inputs::KeptAt<push_inputs::PushInputs>,
 }
 
 impl Room {

@@ -30,19 +30,35 @@ pub(crate) struct PushInputs {
     pub power_levels: Option<RoomPowerLevels>,
 }
 
-/// The last [`PushInputs`] read, with the state generation they were read
-/// at. Shared by the clones of a [`Room`].
-#[derive(Clone, Debug, Default)]
-pub(crate) struct PushInputsCache(Arc<Mutex<Option<(u64, PushInputs)>>>);
+/// A value read from the store, kept with the save count it was read at
+/// ([`SaveLockedStateStore::state_generation`] or
+/// [`SaveLockedStateStore::account_data_generation`]); shared by clones.
+/// The room's [`PushInputs`], and the client's push rules.
+#[derive(Debug)]
+pub(crate) struct KeptAt<T>(Arc<Mutex<Option<(u64, T)>>>);
 
-impl PushInputsCache {
-    fn get(&self, generation: u64) -> Option<PushInputs> {
-        let cached = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        cached.as_ref().filter(|(at, _)| *at == generation).map(|(_, inputs)| inputs.clone())
+impl<T> Clone for KeptAt<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Default for KeptAt<T> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<T: Clone> KeptAt<T> {
+    /// The kept value, if it was read at `generation`.
+    pub(crate) fn get(&self, generation: u64) -> Option<T> {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.as_ref().filter(|(at, _)| *at == generation).map(|(_, value)| value.clone())
     }
 
-    fn set(&self, generation: u64, inputs: PushInputs) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, inputs));
+    /// Keeps `value`, read at `generation`.
+    pub(crate) fn set(&self, generation: u64, value: T) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((generation, value));
     }
 }
 
