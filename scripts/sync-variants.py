@@ -82,7 +82,8 @@ def carries(response, sender):
     return any(e.get("sender") == sender for r in rooms for e in r.get("timeline", {}).get("events", []))
 
 
-def main(variants, rounds, replying):
+def main(replying, rounds):
+    variants = REPLIES if replying else PLAIN
     tokens = {u: login(u) for u in ["alice", *variants]}
     query, since, rooms = {}, {}, {}
     for user, v in variants.items():
@@ -143,4 +144,4 @@ if __name__ == "__main__":
     replying = bool(args) and args[0] == "--replies"
     if replying:
         args = args[1:]
-    main(REPLIES if replying else PLAIN, int(args[0]) if args else 3, replying)
+    main(replying, int(args[0]) if args else 3)
